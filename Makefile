@@ -1,0 +1,31 @@
+# Two commands for a new machine: `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+ALLOCATIONS ?= 100000
+
+.PHONY: install demo test test-fast lint stop bench-seed
+
+install:  ## uv (from PyPI) and the locked dependencies into .venv
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	@$(UV) sync --frozen --quiet
+
+demo: install  ## start and seed the staging and production databases, print their DSNs
+	@$(UV) run --frozen python -m rollout demo --allocations $(ALLOCATIONS)
+
+test: install lint  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
+	@$(UV) run --frozen pytest
+
+test-fast: install  ## everything but the tests marked slow
+	@$(UV) run --frozen pytest -m "not slow"
+
+lint: install
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+
+stop: install  ## stop the embedded demo clusters
+	@$(UV) run --frozen python -m rollout db stop
+
+bench-seed: install  ## seed 1,000,000 allocations into a scratch database and report the time
+	@$(UV) run --frozen python benchmarks/seed.py --allocations 1000000
