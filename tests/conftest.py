@@ -1,0 +1,128 @@
+"""Real PostgreSQL for every SQL test: the embedded PostgreSQL 18 always, and the server at
+127.0.0.1:5432 (or ROLLOUT_TEST_DSN) as well when it answers. Each server gets the
+baseline once, in a template database; tests get fresh copies and drop them after."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from rollout import db
+from rollout.baseline import apply_baseline
+from rollout.clusters import start_cluster, stop_cluster
+from rollout.errors import TargetUnavailable
+
+LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass(frozen=True)
+class PgServer:
+    label: str
+    admin_dsn: str
+    major: int
+
+
+def _probe(dsn: str) -> int | None:
+    try:
+        with db.connect(dsn, autocommit=True, connect_timeout=2) as conn:
+            return db.server_version(conn)
+    except TargetUnavailable:
+        return None
+
+
+def _discover_external() -> tuple[list[tuple[str, str]], str]:
+    """([(label, dsn)], one line saying what was found)."""
+    explicit = os.environ.get("ROLLOUT_TEST_DSN", "").strip()
+    if explicit.lower() == "none":
+        return [], "ROLLOUT_TEST_DSN=none: SQL suites run on the embedded PostgreSQL 18 only"
+    dsn = explicit or LOCAL_SERVER_DSN
+    major = _probe(dsn)
+    if major is None:
+        if explicit:
+            raise pytest.UsageError(
+                f"ROLLOUT_TEST_DSN names a server that does not answer: {db.redact(dsn)}"
+            )
+        return (
+            [],
+            "no PostgreSQL at 127.0.0.1:5432: SQL suites run on the embedded PostgreSQL 18 only",
+        )
+    return [
+        (f"server-pg{major}", dsn)
+    ], f"SQL suites also run on PostgreSQL {major} at {db.redact(dsn)}"
+
+
+EXTERNAL_SERVERS, EXTERNAL_NOTE = _discover_external()
+SERVER_LABELS = ["embedded-pg18", *(label for label, _ in EXTERNAL_SERVERS)]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"rollout: {EXTERNAL_NOTE}"
+
+
+@pytest.fixture(scope="session", params=SERVER_LABELS)
+def pg_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgServer]:
+    if request.param == "embedded-pg18":
+        root = tmp_path_factory.mktemp("pg")
+        cluster = start_cluster("test", root)
+        try:
+            yield PgServer(request.param, cluster.dsn, 18)
+        finally:
+            stop_cluster("test", root, delete=True)
+    else:
+        dsn = dict(EXTERNAL_SERVERS)[request.param]
+        yield PgServer(request.param, dsn, _probe(dsn) or 0)
+
+
+def unique_name(prefix: str = "rollout_test") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def baseline_template(pg_server: PgServer) -> Iterator[str]:
+    """Name of a database holding the baseline schema, to copy from."""
+    name = unique_name("rollout_tpl")
+    dsn = db.create_database(pg_server.admin_dsn, name)
+    try:
+        with db.connect(dsn) as conn:
+            apply_baseline(conn)
+        yield name
+    finally:
+        db.drop_database(pg_server.admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server: PgServer, baseline_template: str) -> Iterator[Callable[..., str]]:
+    """make_database(baseline=True) -> DSN of a new database, dropped at the end of the session."""
+    created: list[str] = []
+
+    def make(*, baseline: bool = True, owner: str | None = None) -> str:
+        name = unique_name()
+        created.append(name)
+        return db.create_database(
+            pg_server.admin_dsn, name, owner=owner, template=baseline_template if baseline else None
+        )
+
+    yield make
+    for name in created:
+        db.drop_database(pg_server.admin_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def baseline_db(pg_server: PgServer, baseline_template: str) -> Iterator[str]:
+    """A fresh baseline database for one test module."""
+    name = unique_name()
+    dsn = db.create_database(pg_server.admin_dsn, name, template=baseline_template)
+    yield dsn
+    db.drop_database(pg_server.admin_dsn, name)
+
+
+@pytest.fixture
+def fresh_db(make_database: Callable[..., str]) -> str:
+    """A fresh baseline database for one test."""
+    return make_database()
