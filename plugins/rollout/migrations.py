@@ -1,0 +1,132 @@
+"""Migration bundles: ``sql/migrations/<version>_<name>/`` with up.sql, down.sql and checks/.
+
+Each script is one transaction written as ``BEGIN; … COMMIT;`` so it is safe however it is
+applied (``psql -f`` included). The runner executes the body between them inside its own
+transaction, so that later steps (the ledger row) can join the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from rollout.db import require_no_transaction
+from rollout.errors import BundleError, RollbackRefused
+from rollout.paths import MIGRATIONS_DIR, sql_text
+
+_BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
+_WRAPPED = re.compile(r"^\s*BEGIN;\s*$(?P<body>.*)^\s*COMMIT;\s*\Z", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class MigrationBundle:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def up_path(self) -> Path:
+        return self.path / "up.sql"
+
+    @property
+    def down_path(self) -> Path:
+        return self.path / "down.sql"
+
+    def check_path(self, name: str) -> Path:
+        return self.path / "checks" / f"{name}.sql"
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 over every file of the bundle (path and content), in name order."""
+        digest = hashlib.sha256()
+        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            digest.update(file.relative_to(self.path).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    def body(self, direction: str) -> str:
+        """The statements of up.sql or down.sql without their BEGIN/COMMIT wrapper."""
+        path = {"up": self.up_path, "down": self.down_path}[direction]
+        match = _WRAPPED.match(_strip_leading_comments(sql_text(path)))
+        if not match:
+            raise BundleError(
+                f"{path} must be one transaction: its first statement `BEGIN;` and its last "
+                "`COMMIT;`, each on a line of its own"
+            )
+        return match.group("body")
+
+
+def _strip_leading_comments(text: str) -> str:
+    lines = text.splitlines(keepends=True)
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def discover_bundles(directory: Path = MIGRATIONS_DIR) -> list[MigrationBundle]:
+    """Every bundle folder, oldest version first."""
+    bundles = []
+    for path in sorted(p for p in directory.iterdir() if p.is_dir()):
+        match = _BUNDLE_DIR.match(path.name)
+        if not match:
+            raise BundleError(f"{path.name}: bundle folders are named <14-digit version>_<name>")
+        for required in ("up.sql", "down.sql"):
+            if not (path / required).is_file():
+                raise BundleError(f"bundle {path.name} has no {required}")
+        bundles.append(MigrationBundle(match["version"], match["name"], path))
+    return bundles
+
+
+def load_bundle(version: str | None = None, directory: Path = MIGRATIONS_DIR) -> MigrationBundle:
+    """The bundle of that version, or the newest when version is None."""
+    bundles = discover_bundles(directory)
+    if not bundles:
+        raise BundleError(f"no migration bundles under {directory}")
+    if version is None:
+        return bundles[-1]
+    for bundle in bundles:
+        if bundle.version == version:
+            return bundle
+    known = ", ".join(b.version for b in bundles)
+    raise BundleError(f"no migration bundle with version {version!r}; known: {known}")
+
+
+def apply_up(conn: psycopg.Connection, bundle: MigrationBundle) -> None:
+    """Run up.sql's body in one transaction on conn."""
+    require_no_transaction(conn, f"up of {bundle.version}")
+    with conn.transaction():
+        conn.execute(bundle.body("up").encode())
+
+
+def apply_down(conn: psycopg.Connection, bundle: MigrationBundle) -> None:
+    """Run down.sql's body in one transaction; RollbackRefused when its own check refuses."""
+    require_no_transaction(conn, f"down of {bundle.version}")
+    try:
+        with conn.transaction():
+            conn.execute(bundle.body("down").encode())
+    except psycopg.Error as exc:
+        if exc.sqlstate == RollbackRefused.sqlstate:
+            diag = exc.diag
+            raise RollbackRefused(
+                f"{diag.message_primary}. {diag.message_hint or ''}".strip()
+            ) from exc
+        raise
+
+
+def run_check(conn: psycopg.Connection, bundle: MigrationBundle, name: str) -> None:
+    """Run checks/<name>.sql (verify_up, verify_down); it raises when the state is wrong."""
+    with conn.transaction():
+        conn.execute(sql_text(bundle.check_path(name)).encode())
+
+
+def list_down_conflicts(conn: psycopg.Connection, bundle: MigrationBundle) -> list[dict]:
+    """The allocation pairs that make down.sql refuse (checks/down_conflicts.sql)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql_text(bundle.check_path("down_conflicts")).encode())
+        return cur.fetchall()

@@ -1,0 +1,204 @@
+"""The migration itself: reversible, idempotent in shape, safe to roll back, and runnable by
+a non-superuser owner made like Supabase's `postgres` role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+
+import psycopg
+import pytest
+
+from rollout import db
+from rollout.baseline import apply_baseline
+from rollout.checksums import table_checksums
+from rollout.clusters import client_binary
+from rollout.errors import BundleError, RollbackRefused
+from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
+from rollout.schema import dump_schema, snapshot_schema
+from rollout.seed import SEED_TABLES, seed_database
+from tests.factories import insert_allocation, make_tenant
+
+BUNDLE = load_bundle("20251113203000")
+
+
+@pytest.fixture(scope="module")
+def seeded_dsn(make_database) -> str:
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 3000, seed=7, anchor=dt.date(2026, 12, 1))
+    return dsn
+
+
+def test_round_trip_restores_schema_and_leaves_every_row(seeded_dsn):
+    with db.connect(seeded_dsn) as conn:
+        baseline = snapshot_schema(conn)
+        baseline_dump = dump_schema(seeded_dsn)
+        rows_before = table_checksums(conn, SEED_TABLES)
+
+        apply_up(conn, BUNDLE)
+        run_check(conn, BUNDLE, "verify_up")
+        after_up = snapshot_schema(conn)
+        after_up_dump = dump_schema(seeded_dsn)
+        assert table_checksums(conn, SEED_TABLES) == rows_before
+
+        apply_down(conn, BUNDLE)
+        run_check(conn, BUNDLE, "verify_down")
+        assert snapshot_schema(conn) == baseline
+        assert dump_schema(seeded_dsn) == baseline_dump
+        assert table_checksums(conn, SEED_TABLES) == rows_before
+
+        apply_up(conn, BUNDLE)
+        assert snapshot_schema(conn) == after_up
+        assert dump_schema(seeded_dsn) == after_up_dump
+        apply_down(conn, BUNDLE)
+
+
+def test_up_changes_exactly_what_domain_lists(fresh_db):
+    with db.connect(fresh_db) as conn:
+        before = snapshot_schema(conn)
+        apply_up(conn, BUNDLE)
+        after = snapshot_schema(conn)
+        apply_down(conn, BUNDLE)
+    added = {
+        key for key in after.keys() - before.keys() if "booking_confirmation_results" not in key[1]
+    }
+    removed = before.keys() - after.keys()
+    changed = {key for key in before.keys() & after.keys() if before[key] != after[key]}
+    assert added == {
+        ("constraint", "public.allocations.allocations_no_overlap"),
+        ("index", "public.allocations_no_overlap"),
+    }
+    assert removed == {
+        ("constraint", "public.allocations.allocations_resource_window_excl"),
+        ("index", "public.allocations_resource_window_excl"),
+        ("index", "public.allocations_resource_window_idx"),
+    }
+    assert changed == {
+        (
+            "function",
+            "public.confirm_hold_assignment_tx(uuid,uuid,text,boolean,uuid,booking_status)",
+        )
+    }
+    assert after[("constraint", "public.allocations.allocations_no_overlap")] == (
+        'EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+        " WHERE ((NOT shadow)) DEFERRABLE"
+    )
+    cache = {key: value for key, value in after.items() if "booking_confirmation_results" in key[1]}
+    assert cache[("table", "public.booking_confirmation_results")].endswith("row level security on")
+    assert cache[("index", "public.booking_confirmation_results_created_at_idx")]
+    assert (
+        "UNIQUE (hold_id)"
+        in cache[
+            (
+                "constraint",
+                "public.booking_confirmation_results.booking_confirmation_results_hold_id_key",
+            )
+        ]
+    )
+    assert ("grant", "public.booking_confirmation_results to anon") not in cache
+    assert cache[("grant", "public.booking_confirmation_results to service_role")]
+
+
+def test_down_refuses_when_a_shadow_overlaps_a_real_allocation(fresh_db):
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        tenant = make_tenant(conn)
+        with conn.transaction():
+            insert_allocation(conn, tenant.restaurant_id, tenant.table_ids[0], 0, 90)
+            insert_allocation(conn, tenant.restaurant_id, tenant.table_ids[0], 30, 120, shadow=True)
+        conn.commit()
+        schema_up = snapshot_schema(conn)
+        rows = table_checksums(conn, SEED_TABLES)
+
+        with pytest.raises(RollbackRefused) as refused:
+            apply_down(conn, BUNDLE)
+        assert "1 allocation pair(s) would overlap" in str(refused.value)
+        assert "down_conflicts.sql" in str(refused.value)
+        assert snapshot_schema(conn) == schema_up
+        assert table_checksums(conn, SEED_TABLES) == rows
+        run_check(conn, BUNDLE, "verify_up")
+
+        conflicts = list_down_conflicts(conn, BUNDLE)
+        assert len(conflicts) == 1
+        assert {conflicts[0]["shadow"], conflicts[0]["other_shadow"]} == {True, False}
+
+
+def test_down_refuses_when_two_tenants_share_a_resource(fresh_db):
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        a, b = make_tenant(conn), make_tenant(conn)
+        shared_resource = a.table_ids[1]
+        insert_allocation(conn, a.restaurant_id, shared_resource, 0, 90)
+        insert_allocation(conn, b.restaurant_id, shared_resource, 0, 90)
+        conn.commit()
+        with pytest.raises(RollbackRefused, match=r"1 allocation pair\(s\)"):
+            apply_down(conn, BUNDLE)
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM allocations WHERE resource_id = %s", (shared_resource,)
+            ).fetchone()[0]
+            == 2
+        )
+
+
+@pytest.mark.parametrize("on_error_stop", [True, False])
+def test_down_refuses_by_itself_under_psql(fresh_db, on_error_stop):
+    """`psql -f down.sql` gets the same refusal, with or without ON_ERROR_STOP: the check
+    lives in the script, and the failed transaction changes nothing."""
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        tenant = make_tenant(conn)
+        insert_allocation(conn, tenant.restaurant_id, tenant.table_ids[0], 0, 90)
+        insert_allocation(conn, tenant.restaurant_id, tenant.table_ids[0], 0, 30, shadow=True)
+        rows = table_checksums(conn, SEED_TABLES)
+    args = [str(client_binary("psql")), "-X", "-d", fresh_db, "-f", str(BUNDLE.down_path)]
+    if on_error_stop:
+        args[1:1] = ["-v", "ON_ERROR_STOP=1"]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert "ERROR:  rollback refused: 1 allocation pair(s) would overlap" in result.stderr
+    assert (result.returncode != 0) is on_error_stop
+    with db.connect(fresh_db) as conn:
+        run_check(conn, BUNDLE, "verify_up")
+        assert table_checksums(conn, SEED_TABLES) == rows
+
+
+def test_migration_runs_as_a_non_superuser_owner(pg_server, make_database):
+    """Supabase's postgres role: NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS."""
+    role = f"rollout_owner_{make_database.__hash__() % 100000}"
+    with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(
+            f"CREATE ROLE {role} NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION BYPASSRLS"
+        )
+    try:
+        dsn = make_database(baseline=False, owner=role)
+        with db.connect(db.with_user(dsn, role)) as conn:
+            assert conn.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (False,)
+            apply_baseline(conn)
+            seed_database(conn, 500, anchor=dt.date(2026, 12, 1))
+            apply_up(conn, BUNDLE)
+            run_check(conn, BUNDLE, "verify_up")
+            apply_down(conn, BUNDLE)
+            run_check(conn, BUNDLE, "verify_down")
+        db.drop_database(pg_server.admin_dsn, dsn.rsplit("dbname=", 1)[-1].split()[0])
+    finally:
+        with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_up_refuses_twice(fresh_db):
+    """The script itself is not re-runnable; the ledger (not the SQL) makes re-runs no-ops."""
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        with pytest.raises(psycopg.errors.DuplicateTable):
+            apply_up(conn, BUNDLE)
+        run_check(conn, BUNDLE, "verify_up")
+        apply_down(conn, BUNDLE)
+
+
+def test_unknown_version_is_a_clear_error():
+    with pytest.raises(BundleError, match="no migration bundle with version '1999'"):
+        load_bundle("1999")
