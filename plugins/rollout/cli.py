@@ -1,0 +1,140 @@
+"""`rollout` / `python -m rollout`: each step of the rollout by hand, against any DSN."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from rollout import db
+from rollout.baseline import apply_baseline, has_baseline
+from rollout.clusters import cluster_dsn, start_cluster, stop_cluster
+from rollout.demo import DEFAULT_ALLOCATIONS, TARGETS, prepare_target
+from rollout.errors import RolloutError
+from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
+from rollout.seed import seed_database
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    names = args.names or list(TARGETS)
+    for name in names:
+        if args.action == "start":
+            print(f"{name}: {start_cluster(name).dsn}")
+        elif args.action == "stop":
+            print(f"{name}: {'stopped' if stop_cluster(name) else 'was not running'}")
+        else:
+            print(f"{name}: {cluster_dsn(name) or 'not running'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _say(f"preparing {', '.join(TARGETS)} ({args.allocations:,} allocations each)")
+    targets = [
+        prepare_target(
+            name, allocations=args.allocations, seed=args.seed, reset=args.reset, progress=_say
+        )
+        for name in TARGETS
+    ]
+    print()
+    for target in targets:
+        kind = "embedded PostgreSQL 18" if target.embedded else "from the environment"
+        print(f"{target.name:<11} {target.dsn}   ({kind}, {target.allocations:,} allocations)")
+    print("\nStop the embedded clusters with: make stop")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    with db.connect(args.dsn) as conn:
+        if not has_baseline(conn):
+            _say("applying the baseline schema")
+            apply_baseline(conn)
+        anchor = dt.date.fromisoformat(args.anchor) if args.anchor else None
+        result = seed_database(conn, args.allocations, seed=args.seed, anchor=anchor, progress=_say)
+    _say(f"seeded {result.allocations:,} allocations in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.version)
+    with db.connect(args.dsn) as conn:
+        if args.action == "up":
+            started = time.perf_counter()
+            apply_up(conn, bundle)
+            run_check(conn, bundle, "verify_up")
+            _say(
+                f"{bundle.version} up applied and verified in {time.perf_counter() - started:.1f} s"
+            )
+        elif args.action == "down":
+            started = time.perf_counter()
+            apply_down(conn, bundle)
+            run_check(conn, bundle, "verify_down")
+            _say(
+                f"{bundle.version} down applied and verified in {time.perf_counter() - started:.1f} s"
+            )
+        elif args.action == "verify":
+            run_check(conn, bundle, f"verify_{args.state}")
+            _say(f"{bundle.version}: database is in the {args.state} state")
+        else:
+            conflicts = list_down_conflicts(conn, bundle)
+            for row in conflicts:
+                print("\t".join(str(row[key]) for key in row))
+            _say(f"{len(conflicts)} allocation pair(s) block the down")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rollout", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="start, stop or show the embedded clusters")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("names", nargs="*", help=f"cluster names (default: {' '.join(TARGETS)})")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("demo", help="start and seed the staging and production databases")
+    p.add_argument("--allocations", type=_positive_int, default=DEFAULT_ALLOCATIONS)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--reset", action="store_true", help="drop the embedded demo databases first")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("seed", help="fill an empty database (baseline applied if missing)")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--allocations", type=_positive_int, required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--anchor", help="date the 90 days are laid around (default: today)")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("migrate", help="apply, verify or check a migration bundle by hand")
+    p.add_argument("action", choices=["up", "down", "verify", "down-conflicts"])
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--version", help="bundle version (default: the newest)")
+    p.add_argument("--state", choices=["up", "down"], default="up", help="with verify")
+    p.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RolloutError as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        return 2
