@@ -18,6 +18,17 @@ AS $$ SELECT (hashint8extended(p_key, current_setting('rollout_seed.seed')::bigi
 CREATE FUNCTION pg_temp.uid(p_kind text, p_key bigint) RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT md5(current_setting('rollout_seed.seed') || ':' || p_kind || ':' || p_key)::uuid $$;
+CREATE FUNCTION pg_temp.slot_window(p_day date, p_slot int, p_timezone text, p_key bigint,
+                                     OUT start_at timestamptz, OUT end_at timestamptz)
+    LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    -- Slot p_slot of a day is 11:00 + 2 h × slot, local time. A party starts 0, 15 or 30
+    -- minutes into it and stays 60, 75 or 90 minutes: it never runs into the next slot.
+    SELECT w.s, w.s + make_interval(mins => 60 + 15 * floor(pg_temp.draw(13, p_key) * 3)::int)
+      FROM (SELECT ((p_day + make_interval(hours => 11 + 2 * p_slot,
+                                           mins => 15 * floor(pg_temp.draw(12, p_key) * 3)::int))
+                    AT TIME ZONE p_timezone) AS s) AS w
+$$;
 CREATE TEMPORARY TABLE seed_params ON COMMIT DROP AS
 SELECT n AS allocations,
        round(n * 0.05)::bigint AS shadow_target,
@@ -90,8 +101,9 @@ SELECT pg_temp.uid('table', r * 12 + t), pg_temp.uid('restaurant', r), format('T
 
 -- step: bookings
 -- A cell is (restaurant, table pair, day, slot); slots start 11:00, 13:00 … 21:00 local and
--- last 90 minutes, so bookings on one table never overlap. In a cell either both tables
--- take one party (a merge group) or each table takes its own booking, or stays free.
+-- a party fits inside its slot (slot_window), so bookings on one table never overlap. In a
+-- cell either both tables take one party (a merge group) or each table takes its own
+-- booking, or stays free.
 CREATE TEMPORARY TABLE seed_candidates ON COMMIT DROP AS
 WITH cells AS (
     SELECT ((r * 6 + pr) * 90 + d) * 6 + s AS cell, r, pr, d, s
@@ -120,7 +132,7 @@ SELECT c.*, pg_temp.uid('booking', c.booking_key) AS booking_id
 
 INSERT INTO public.bookings (id, restaurant_id, start_at, end_at, party_size, status, reference,
                              idempotency_key, created_at, updated_at)
-SELECT b.booking_id, pg_temp.uid('restaurant', b.r), t.start_at, t.start_at + interval '90 minutes',
+SELECT b.booking_id, pg_temp.uid('restaurant', b.r), t.start_at, t.end_at,
        CASE WHEN b.which = 2 THEN 5 + (b.booking_key % 4)::int ELSE 2 + (b.booking_key % 3)::int END,
        CASE WHEN b.d < 30 THEN
                 CASE WHEN pg_temp.draw(5, b.booking_key) < 0.93 THEN 'completed' ELSE 'no_show' END
@@ -131,8 +143,7 @@ SELECT b.booking_id, pg_temp.uid('restaurant', b.r), t.start_at, t.start_at + in
   FROM seed_bookings b
   JOIN public.restaurants rest ON rest.id = pg_temp.uid('restaurant', b.r)
  CROSS JOIN seed_params p
- CROSS JOIN LATERAL (SELECT ((p.anchor - 30 + b.d) + make_interval(hours => 11 + 2 * b.s))
-                            AT TIME ZONE rest.timezone AS start_at) AS t;
+ CROSS JOIN LATERAL pg_temp.slot_window(p.anchor - 30 + b.d, b.s, rest.timezone, b.booking_key) AS t;
 
 -- Cancelled bookings hold no tables: about 3 % more bookings, without allocations.
 INSERT INTO public.bookings (id, restaurant_id, start_at, end_at, party_size, status, reference,
@@ -197,27 +208,25 @@ SELECT f.*, pg_temp.uid('hold', f.slot_key) AS hold_id,
 
 INSERT INTO public.bookings (id, restaurant_id, start_at, end_at, party_size, status, reference,
                              idempotency_key, created_at, updated_at)
-SELECT h.booking_id, pg_temp.uid('restaurant', h.r), t.start_at, t.start_at + interval '90 minutes',
+SELECT h.booking_id, pg_temp.uid('restaurant', h.r), t.start_at, t.end_at,
        2, 'pending', 'HB' || upper(lpad(to_hex(h.slot_key), 10, '0')), 'seed-hold-' || h.slot_key,
        p.anchor::timestamptz, p.anchor::timestamptz
   FROM seed_holds h
   JOIN public.restaurants rest ON rest.id = pg_temp.uid('restaurant', h.r)
  CROSS JOIN seed_params p
- CROSS JOIN LATERAL (SELECT ((p.anchor - 30 + h.d) + make_interval(hours => 11 + 2 * h.s))
-                            AT TIME ZONE rest.timezone AS start_at) AS t
+ CROSS JOIN LATERAL pg_temp.slot_window(p.anchor - 30 + h.d, h.s, rest.timezone, -h.slot_key) AS t
  WHERE h.booking_id IS NOT NULL;
 
 INSERT INTO public.table_holds (id, restaurant_id, booking_id, zone_id, start_at, end_at,
                                 expires_at, metadata, created_at)
 SELECT h.hold_id, pg_temp.uid('restaurant', h.r), h.booking_id, pg_temp.uid('zone', h.r * 3 + h.pr / 2),
-       t.start_at, t.start_at + interval '90 minutes',
+       t.start_at, t.end_at,
        CASE WHEN h.live THEN p.anchor + 30 ELSE p.anchor - 1 END::timestamptz,
        jsonb_build_object('source', 'seed'), p.anchor::timestamptz
   FROM seed_holds h
   JOIN public.restaurants rest ON rest.id = pg_temp.uid('restaurant', h.r)
  CROSS JOIN seed_params p
- CROSS JOIN LATERAL (SELECT ((p.anchor - 30 + h.d) + make_interval(hours => 11 + 2 * h.s))
-                            AT TIME ZONE rest.timezone AS start_at) AS t;
+ CROSS JOIN LATERAL pg_temp.slot_window(p.anchor - 30 + h.d, h.s, rest.timezone, -h.slot_key) AS t;
 
 INSERT INTO public.table_hold_members (hold_id, table_id)
 SELECT h.hold_id, pg_temp.uid('table', h.r * 12 + h.pr * 2 + h.k) FROM seed_holds h;
