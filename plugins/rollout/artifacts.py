@@ -1,0 +1,48 @@
+"""The one artifact writer: every file a step produces goes through an ArtifactDir.
+
+The root is a local `pathlib.Path` here; anything path-like with the same methods
+(Airflow's `ObjectStoragePath`, for S3 or GCS) works the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ArtifactDir:
+    root: Any  # pathlib.Path or airflow.sdk.ObjectStoragePath
+    written: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Any:
+        return self.root / name
+
+    def write_text(self, name: str, text: str) -> Any:
+        target = self.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        self.written.append(name)
+        return target
+
+    def write_json(self, name: str, data: Any) -> Any:
+        return self.write_text(name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def write_bytes(self, name: str, data: bytes) -> Any:
+        target = self.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        self.written.append(name)
+        return target
+
+    def subdir(self, name: str) -> ArtifactDir:
+        return ArtifactDir(self.root / name)
+
+
+def as_artifact_dir(where: ArtifactDir | Path | str) -> ArtifactDir:
+    return where if isinstance(where, ArtifactDir) else ArtifactDir(Path(where))
