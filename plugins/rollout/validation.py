@@ -1,0 +1,224 @@
+"""Great Expectations suites against a target, pushed down to the database.
+
+Suites are files in ``expectations/<version>/<suite>.json``: per table, a list of GX Core
+expectations (``type``, ``kwargs``, ``description``). A kwarg ``{"$file": "sql/x.sql"}`` is
+replaced by that file's text, so SQL stays in .sql files; ``{"$PARAMETER": "…"}`` is GX's own
+suite parameter, given at run time (e.g. the row counts taken before the apply).
+
+We call GX Core from our own module rather than through airflow-provider-great-expectations:
+the provider's Airflow 3 support is not stated and its DataFrame operator runs at parse time
+(verified-notes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from rollout.artifacts import ArtifactDir, as_artifact_dir
+from rollout.errors import RolloutError
+from rollout.paths import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+# Before GX is imported: no usage statistics, nothing fetched from the network.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    suite: str
+    success: bool
+    evaluated: int
+    successful: int
+    failed: list[str] = field(default_factory=list)
+    data_docs: str = ""
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        verdict = "passed" if self.success else f"FAILED ({'; '.join(self.failed)})"
+        return f"{self.suite}: {self.successful}/{self.evaluated} expectations met, {verdict}"
+
+
+def suite_path(version: str, suite: str) -> Path:
+    path = EXPECTATIONS_DIR / version / f"{suite}.json"
+    if not path.is_file():
+        raise RolloutError(
+            f"no expectation suite {suite!r} for version {version} (looked for {path})"
+        )
+    return path
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    """The suite file with every {"$file": …} replaced by the file's text."""
+    spec = json.loads(path.read_text(encoding="utf-8"))
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"$file"}:
+            return (path.parent / value["$file"]).read_text(encoding="utf-8")
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    return resolve(spec)
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """The DSN as a SQLAlchemy URL for psycopg 3; a socket directory goes in the query."""
+    from sqlalchemy.engine import URL
+
+    params = conninfo_to_dict(dsn)
+    host = params.get("host") or None
+    query = {}
+    if host and host.startswith("/"):
+        query["host"], host = host, None
+    return URL.create(
+        "postgresql+psycopg",
+        username=params.get("user"),
+        password=params.get("password"),
+        host=host,
+        port=int(params["port"]) if params.get("port") else None,
+        database=params.get("dbname"),
+        query=query,
+    ).render_as_string(hide_password=False)
+
+
+def run_suite(
+    dsn: str,
+    path: Path,
+    artifacts: ArtifactDir | Path | str,
+    parameters: dict[str, Any] | None = None,
+) -> ValidationSummary:
+    """Validate the target against one suite file; write Data Docs and a summary JSON."""
+    spec = load_suite(path)
+    parameters = dict(parameters or {})
+    missing = [p for p in spec.get("parameters", []) if p not in parameters]
+    if missing:
+        raise RolloutError(
+            f"suite {spec['suite']} needs parameters it was not given: {', '.join(missing)}"
+        )
+    out = as_artifact_dir(artifacts)
+    started = time.perf_counter()
+
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    with tempfile.TemporaryDirectory() as docs_dir:
+        context = gx.get_context(mode="ephemeral")
+        # Task logs get our one summary line, not a progress bar per table.
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.add_data_docs_site(
+            site_name="rollout",
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": docs_dir,
+                },
+            },
+        )
+        source = context.data_sources.add_sql("target", connection_string=sqlalchemy_url(dsn))
+        definitions = []
+        for table, expectations in spec["tables"].items():
+            batch = source.add_table_asset(table, table_name=table)
+            suite = context.suites.add(
+                gx.ExpectationSuite(
+                    name=f"{spec['suite']}.{table}",
+                    expectations=[
+                        get_expectation_impl(e["type"])(
+                            **e["kwargs"], description=e.get("description")
+                        )
+                        for e in expectations
+                    ],
+                )
+            )
+            definitions.append(
+                context.validation_definitions.add(
+                    gx.ValidationDefinition(
+                        name=f"{spec['suite']}.{table}",
+                        data=batch.add_batch_definition_whole_table("whole table"),
+                        suite=suite,
+                    )
+                )
+            )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=spec["suite"],
+                validation_definitions=definitions,
+                actions=[UpdateDataDocsAction(name="data_docs", site_names=["rollout"])],
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
+            )
+        )
+        result = checkpoint.run(expectation_parameters=parameters)
+
+        evaluated = successful = 0
+        failed: list[str] = []
+        details = []
+        for run in result.run_results.values():
+            table = run.meta.get("active_batch_definition", {}).get("data_asset_name", "?")
+            for item in run.results:
+                evaluated += 1
+                config = item.expectation_config
+                label = f"{table}: {config.description or config.type}"
+                error = _error(item.exception_info)
+                successful += bool(item.success)
+                if not item.success:
+                    failed.append(f"{label} (could not run: {error})" if error else label)
+                details.append(
+                    {
+                        "table": table,
+                        "expectation": config.type,
+                        "description": config.description,
+                        "success": item.success,
+                        "observed": _observed(item.result),
+                        "error": error,
+                    }
+                )
+        docs_root = Path(docs_dir)
+        for file in sorted(p for p in docs_root.rglob("*") if p.is_file()):
+            out.write_bytes(
+                f"data-docs/{file.relative_to(docs_root).as_posix()}", file.read_bytes()
+            )
+
+    summary = ValidationSummary(
+        suite=spec["suite"],
+        success=bool(result.success),
+        evaluated=evaluated,
+        successful=successful,
+        failed=failed,
+        data_docs="data-docs/index.html",
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    out.write_json(f"validation-{spec['suite']}.json", {**asdict(summary), "expectations": details})
+    log.info("%s", summary.line())
+    return summary
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    if "observed_value" in result:
+        return result["observed_value"]
+    return {k: result[k] for k in ("unexpected_count", "partial_unexpected_list") if k in result}
+
+
+def _error(exception_info: dict[str, Any] | None) -> str | None:
+    """The first line of the database's error when an expectation could not be computed."""
+    for info in (exception_info or {}).values():
+        if isinstance(info, dict) and info.get("raised_exception"):
+            return str(info.get("exception_message", "")).splitlines()[0]
+    if (exception_info or {}).get("raised_exception"):
+        return str(exception_info.get("exception_message", "")).splitlines()[0]
+    return None

@@ -1,0 +1,120 @@
+"""The Great Expectations suites against real databases: they pass on good data, and name
+each expectation that bad data breaks. Data Docs land in the artifacts folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from rollout import db
+from rollout.errors import RolloutError
+from rollout.migrations import apply_up, load_bundle
+from rollout.seed import seed_database, table_row_counts
+from rollout.validation import run_suite, sqlalchemy_url, suite_path
+
+VERSION = "20251113203000"
+
+
+@pytest.fixture(scope="module")
+def seeded_dsn(make_database) -> str:
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 2000, seed=3, anchor=dt.date(2026, 12, 1))
+    return dsn
+
+
+def row_count_parameters(dsn: str) -> dict[str, int]:
+    with db.connect(dsn) as conn:
+        return {f"row_count_{table}": n for table, n in table_row_counts(conn).items()}
+
+
+def test_pre_then_post_migration_suites_pass_on_good_data(seeded_dsn, tmp_path):
+    pre = run_suite(seeded_dsn, suite_path(VERSION, "pre_migration"), tmp_path / "pre")
+    assert (pre.success, pre.failed) == (True, [])
+    assert pre.evaluated == pre.successful == 8
+    assert (tmp_path / "pre" / "data-docs" / "index.html").is_file()
+
+    counts = row_count_parameters(seeded_dsn)
+    with db.connect(seeded_dsn) as conn:
+        apply_up(conn, load_bundle(VERSION))
+    post = run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path / "post", counts)
+    assert (post.success, post.failed) == (True, [])
+    assert post.evaluated == 20
+    summary = json.loads((tmp_path / "post" / "validation-post_migration.json").read_text())
+    assert summary["success"] is True and len(summary["expectations"]) == 20
+    html = (tmp_path / "post" / "data-docs" / "index.html").read_text()
+    assert "post_migration.allocations" in html
+
+
+def test_post_migration_names_what_bad_data_breaks(make_database, tmp_path):
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 500, seed=5, anchor=dt.date(2026, 12, 1))
+        apply_up(conn, load_bundle(VERSION))
+        counts = row_count_parameters(dsn)
+        # a cached confirmation filed under another restaurant, an event nobody consumes
+        booking, other_restaurant = conn.execute(
+            "SELECT b.id, (SELECT r.id FROM restaurants r WHERE r.id <> b.restaurant_id LIMIT 1)"
+            " FROM bookings b LIMIT 1"
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO booking_confirmation_results (booking_id, hold_id, restaurant_id,"
+            " idempotency_key, table_ids, assignment_window)"
+            " VALUES (%s, gen_random_uuid(), %s, 'k', '{}', tstzrange(now(), now() + interval '1 hour'))",
+            (booking, other_restaurant),
+        )
+        conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.hold.teleported')")
+    counts["row_count_bookings"] += 1  # as if a booking had been lost
+
+    summary = run_suite(dsn, suite_path(VERSION, "post_migration"), tmp_path, counts)
+    assert summary.success is False
+    assert sorted(summary.failed) == [
+        "booking_confirmation_results: every cached confirmation belongs to its booking's restaurant",
+        "bookings: bookings has as many rows as before the apply",
+        "capacity_outbox: capacity_outbox has as many rows as before the apply",
+        "capacity_outbox: outbox event types are ones the consumers know",
+    ]
+
+
+def test_pre_migration_catches_what_the_new_constraint_relies_on(make_database, tmp_path):
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 500, seed=6, anchor=dt.date(2026, 12, 1))
+        conn.execute(
+            "UPDATE allocations SET restaurant_id = (SELECT id FROM restaurants ORDER BY id DESC LIMIT 1)"
+            " WHERE id = (SELECT id FROM allocations WHERE resource_type = 'table'"
+            " AND restaurant_id <> (SELECT id FROM restaurants ORDER BY id DESC LIMIT 1) LIMIT 1)"
+        )
+        conn.execute(
+            'UPDATE allocations SET "window" = tstzrange(lower("window"), upper("window"), \'[]\')'
+            " WHERE id = (SELECT id FROM allocations ORDER BY id LIMIT 1)"
+        )
+    summary = run_suite(dsn, suite_path(VERSION, "pre_migration"), tmp_path)
+    assert sorted(summary.failed) == [
+        "allocations: each allocation's restaurant is its booking's and its table's",
+        "allocations: every window is finite, non-empty and '[)'",
+    ]
+
+
+def test_missing_parameters_are_named_before_anything_runs(seeded_dsn, tmp_path):
+    with pytest.raises(
+        RolloutError, match=r"needs parameters it was not given: row_count_restaurants"
+    ):
+        run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path, {})
+    assert not (tmp_path / "data-docs").exists()
+
+
+def test_unknown_suite_is_a_clear_error():
+    with pytest.raises(RolloutError, match="no expectation suite 'nightly'"):
+        suite_path(VERSION, "nightly")
+
+
+def test_socket_dsns_become_sqlalchemy_urls():
+    url = sqlalchemy_url("user=postgres dbname=booking host=/tmp/pg/staging")
+    assert url == "postgresql+psycopg://postgres@/booking?host=%2Ftmp%2Fpg%2Fstaging"
+    assert (
+        sqlalchemy_url("postgresql://u:p@db.example:6543/x")
+        == "postgresql+psycopg://u:p@db.example:6543/x"
+    )
