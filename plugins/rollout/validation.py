@@ -24,6 +24,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from rollout.artifacts import ArtifactDir, as_artifact_dir
+from rollout.catalog import CatalogCheck, run_catalog_checks
 from rollout.errors import RolloutError
 from rollout.paths import PROJECT_ROOT
 
@@ -222,3 +223,69 @@ def _error(exception_info: dict[str, Any] | None) -> str | None:
     if (exception_info or {}).get("raised_exception"):
         return str(exception_info.get("exception_message", "")).splitlines()[0]
     return None
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    phase: str
+    gx: ValidationSummary
+    catalog: list[CatalogCheck]
+
+    @property
+    def success(self) -> bool:
+        return self.gx.success and all(c.passed for c in self.catalog)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.gx.failed + [
+            f"catalog: {c.name} ({c.detail})" for c in self.catalog if not c.passed
+        ]
+
+    def markdown(self, target: str) -> str:
+        verdict = "passed" if self.success else "FAILED"
+        lines = [
+            f"# Validation of {target}: {self.phase} — {verdict}",
+            "",
+            f"- Great Expectations: {self.gx.successful}/{self.gx.evaluated} expectations met"
+            f" ([Data Docs]({self.gx.data_docs}), {self.gx.seconds:.1f} s)",
+        ]
+        if self.catalog:
+            passed = sum(c.passed for c in self.catalog)
+            lines.append(f"- Catalog checks: {passed}/{len(self.catalog)} passed")
+        if self.failures:
+            lines += ["", "## Failed", ""] + [f"- {f}" for f in self.failures]
+        if self.catalog:
+            lines += ["", "## Catalog checks", "", "| check | result | found |", "|---|---|---|"]
+            lines += [f"| {c.name} | {'ok' if c.passed else 'FAILED'} | {c.detail.replace('|', '/')} |"
+                      for c in self.catalog]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def validate_target(
+    dsn: str,
+    version: str,
+    phase: str,
+    artifacts: ArtifactDir | Path | str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    target: str = "target",
+) -> ValidationReport:
+    """The GX suite of the phase plus, where the bundle has one, its catalog checks; one
+    report (validation-report.md) with both."""
+    from rollout.db import connect
+
+    out = as_artifact_dir(artifacts)
+    gx_summary = run_suite(dsn, suite_path(version, phase), out, parameters)
+    catalog_spec = EXPECTATIONS_DIR / version / f"catalog_{phase}.json"
+    catalog: list[CatalogCheck] = []
+    if catalog_spec.is_file():
+        with connect(dsn) as conn:
+            catalog = run_catalog_checks(conn, catalog_spec)
+    report = ValidationReport(phase, gx_summary, catalog)
+    out.write_text("validation-report.md", report.markdown(target))
+    out.write_json(
+        "validation-report.json",
+        {"phase": phase, "success": report.success, "failures": report.failures,
+         "gx": asdict(gx_summary), "catalog": [asdict(c) for c in catalog]},
+    )  # fmt: skip
+    return report

@@ -9,10 +9,17 @@ import json
 import pytest
 
 from rollout import db
+from rollout.catalog import run_catalog_checks
 from rollout.errors import RolloutError
 from rollout.migrations import apply_up, load_bundle
 from rollout.seed import seed_database, table_row_counts
-from rollout.validation import run_suite, sqlalchemy_url, suite_path
+from rollout.validation import (
+    EXPECTATIONS_DIR,
+    run_suite,
+    sqlalchemy_url,
+    suite_path,
+    validate_target,
+)
 
 VERSION = "20251113203000"
 
@@ -118,3 +125,74 @@ def test_socket_dsns_become_sqlalchemy_urls():
         sqlalchemy_url("postgresql://u:p@db.example:6543/x")
         == "postgresql+psycopg://u:p@db.example:6543/x"
     )
+
+
+def test_one_report_with_gx_and_catalog_checks(seeded_dsn_for_report, tmp_path):
+    dsn, counts = seeded_dsn_for_report
+    report = validate_target(dsn, VERSION, "post_migration", tmp_path, counts, target="staging")
+    assert report.success, report.failures
+    names = [c.name for c in report.catalog]
+    assert "constraint public.allocations.allocations_no_overlap deferrability" in names
+    assert "constraint public.allocations.allocations_resource_window_excl is gone" in names
+    assert "index public.allocations_resource_window_idx is gone" in names
+    assert "policy booking_confirmation_results_tenant" in names
+    assert "anon may not SELECT public.booking_confirmation_results" in names
+    assert "function public.confirm_hold_assignment_tx signature" in names
+    markdown = (tmp_path / "validation-report.md").read_text()
+    assert markdown.startswith("# Validation of staging: post_migration — passed")
+    assert "Great Expectations: 20/20 expectations met" in markdown
+
+
+def test_catalog_checks_fail_on_a_drifted_schema(seeded_dsn_for_report, tmp_path):
+    dsn, counts = seeded_dsn_for_report
+    with db.connect(dsn) as conn:
+        conn.execute("GRANT SELECT ON booking_confirmation_results TO anon")
+        conn.execute("ALTER TABLE booking_confirmation_results DISABLE ROW LEVEL SECURITY")
+        try:
+            report = validate_target(dsn, VERSION, "post_migration", tmp_path, counts)
+        finally:
+            conn.execute("REVOKE SELECT ON booking_confirmation_results FROM anon")
+            conn.execute("ALTER TABLE booking_confirmation_results ENABLE ROW LEVEL SECURITY")
+    assert report.success is False
+    assert report.gx.success is True
+    assert sorted(report.failures) == [
+        "catalog: anon may not SELECT public.booking_confirmation_results (granted)",
+        "catalog: row level security on public.booking_confirmation_results (disabled or table missing)",
+    ]
+    assert (
+        "| anon may not SELECT public.booking_confirmation_results | FAILED | granted |"
+        in (tmp_path / "validation-report.md").read_text()
+    )
+
+
+@pytest.fixture(scope="module")
+def seeded_dsn_for_report(make_database):
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 1000, seed=9, anchor=dt.date(2026, 12, 1))
+    counts = row_count_parameters(dsn)
+    with db.connect(dsn) as conn:
+        apply_up(conn, load_bundle(VERSION))
+    return dsn, counts
+
+
+def test_catalog_checks_see_the_deferral_mode(make_database):
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        apply_up(conn, load_bundle(VERSION))
+        conn.execute(
+            "ALTER TABLE allocations DROP CONSTRAINT allocations_no_overlap, ADD CONSTRAINT allocations_no_overlap"
+            ' EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+            " WHERE (NOT shadow) DEFERRABLE INITIALLY DEFERRED"
+        )
+        checks = run_catalog_checks(
+            conn, EXPECTATIONS_DIR / VERSION / "catalog_post_migration.json"
+        )
+    failed = {c.name: c.detail for c in checks if not c.passed}
+    assert failed == {
+        "constraint public.allocations.allocations_no_overlap definition": (
+            'EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+            " WHERE ((NOT shadow)) DEFERRABLE INITIALLY DEFERRED"
+        ),
+        "constraint public.allocations.allocations_no_overlap deferrability": "deferrable=True, initially deferred=True",
+    }
