@@ -23,8 +23,8 @@ class Tenant:
     table_ids: list[uuid.UUID]
 
 
-def make_tenant(conn: psycopg.Connection, tables: int = 4) -> Tenant:
-    slug = f"test-{uuid.uuid4().hex[:12]}"
+def make_tenant(conn: psycopg.Connection, tables: int = 4, slug_prefix: str = "test-") -> Tenant:
+    slug = f"{slug_prefix}{uuid.uuid4().hex[:12]}"
     restaurant_id = conn.execute(
         "INSERT INTO restaurants (name, slug) VALUES (%s, %s) RETURNING id", (slug, slug)
     ).fetchone()[0]

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rollout import db
+from rollout.artifacts import ArtifactDir
+from rollout.assignment import run_assignment_suite
 from rollout.baseline import apply_baseline, has_baseline
 from rollout.clusters import cluster_dsn, start_cluster, stop_cluster
 from rollout.demo import DEFAULT_ALLOCATIONS, TARGETS, prepare_target
+from rollout.diff import capture_db_diff, load_snapshot, save_snapshot
 from rollout.errors import RolloutError
 from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
-from rollout.seed import seed_database
+from rollout.schema import snapshot_schema
+from rollout.seed import seed_database, table_row_counts
+from rollout.validation import validate_target
 
 
 def _say(message: str) -> None:
@@ -99,6 +106,58 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    out = ArtifactDir(Path(args.out))
+    with db.connect(args.dsn) as conn:
+        save_snapshot(snapshot_schema(conn), out, "schema-snapshot.json")
+        out.write_json("row-counts.json", table_row_counts(conn))
+    _say(f"schema snapshot and row counts written to {args.out}")
+    return 0
+
+
+def _snapshot_of(source: str):
+    """A saved capture folder or snapshot file, or a DSN to read now."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "schema-snapshot.json"
+    if path.is_file():
+        return load_snapshot(path)
+    with db.connect(source) as conn:
+        return snapshot_schema(conn)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    diff = capture_db_diff(
+        _snapshot_of(args.before), _snapshot_of(args.after), args.out,
+        before_label=args.before_label, after_label=args.after_label,
+    )  # fmt: skip
+    _say(f"db-diff: {diff.summary()} -> {Path(args.out) / 'db-diff.txt'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    parameters = {}
+    if args.before:
+        counts = json.loads((Path(args.before) / "row-counts.json").read_text())
+        parameters = {f"row_count_{table}": n for table, n in counts.items()}
+    version = load_bundle(args.version).version
+    report = validate_target(args.dsn, version, args.phase, args.out, parameters, target=args.label)
+    _say(
+        f"{args.phase}: {'passed' if report.success else 'FAILED'}; report in {Path(args.out) / 'validation-report.md'}"
+    )
+    for failure in report.failures:
+        print(f"  - {failure}")
+    return 0 if report.success else 1
+
+
+def cmd_assignment(args: argparse.Namespace) -> int:
+    result = run_assignment_suite(args.dsn, args.out)
+    _say(f"assignment suite: {result.line()}; report in {Path(args.out) / 'assignment-report.md'}")
+    for failure in result.failures:
+        print(f"  - {failure}")
+    return 0 if result.success else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollout", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +186,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="bundle version (default: the newest)")
     p.add_argument("--state", choices=["up", "down"], default="up", help="with verify")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "capture", help="save a target's schema snapshot and row counts (a 'before')"
+    )
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.set_defaults(func=cmd_capture)
+
+    p = sub.add_parser("diff", help="write db-diff.txt between two databases or captures")
+    p.add_argument("--before", required=True, help="a DSN, a capture folder or a snapshot file")
+    p.add_argument("--after", required=True, help="a DSN, a capture folder or a snapshot file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--before-label", default="before")
+    p.add_argument("--after-label", default="after")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("validate", help="GX suite and catalog checks; exits 1 when anything fails")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--phase", choices=["pre_migration", "post_migration"], required=True)
+    p.add_argument(
+        "--before", help="capture folder with row-counts.json (needed for post_migration)"
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--version", help="bundle version (default: the newest)")
+    p.add_argument("--label", default="target", help="the target's name in the report")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("assignment", help="run the assignment suite against a migrated target")
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_assignment)
     return parser
 
 

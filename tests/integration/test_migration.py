@@ -17,7 +17,7 @@ from rollout.errors import BundleError, RollbackRefused
 from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
 from rollout.schema import dump_schema, snapshot_schema
 from rollout.seed import SEED_TABLES, seed_database
-from tests.factories import insert_allocation, make_tenant
+from tests.factories import insert_allocation, make_booking, make_hold, make_tenant
 
 BUNDLE = load_bundle("20251113203000")
 
@@ -202,3 +202,20 @@ def test_up_refuses_twice(fresh_db):
 def test_unknown_version_is_a_clear_error():
     with pytest.raises(BundleError, match="no migration bundle with version '1999'"):
         load_bundle("1999")
+
+
+def test_confirm_succeeds_without_the_outbox_table(fresh_db):
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        conn.execute("DROP TABLE capacity_outbox")
+        tenant = make_tenant(conn)
+        booking = make_booking(conn, tenant, 0)
+        hold = make_hold(conn, tenant, booking, [tenant.table_ids[0]], 0)
+        rows = conn.execute(
+            "SELECT * FROM confirm_hold_assignment_tx(%s, %s, %s)", (hold, booking, "no-outbox")
+        ).fetchall()
+        conn.commit()
+        assert [r[0] for r in rows] == [tenant.table_ids[0]]
+        assert conn.execute(
+            "SELECT count(*) FROM booking_confirmation_results WHERE booking_id = %s", (booking,)
+        ).fetchone() == (1,)

@@ -8,24 +8,21 @@ import psycopg
 import pytest
 
 from rollout import db
-from rollout.migrations import apply_up, load_bundle
-from tests.factories import make_booking, make_hold, make_tenant
+from tests.factories import make_booking, make_hold
 
-BUNDLE = load_bundle("20251113203000")
 INSERT_CACHE = (
     "INSERT INTO booking_confirmation_results (booking_id, hold_id, restaurant_id, idempotency_key,"
     " table_ids, assignment_window) VALUES (%s, gen_random_uuid(), %s, %s, '{}', tstzrange(now(), now() + interval '1 hour'))"
 )
 
 
-@pytest.fixture(scope="module")
-def tenants(make_database):
-    dsn = make_database()
+@pytest.fixture
+def tenants(target_dsn, new_tenant):
+    dsn = target_dsn
     with db.connect(dsn) as conn:
-        apply_up(conn, BUNDLE)
         made = {}
         for name in ("a", "b"):
-            tenant = make_tenant(conn)
+            tenant = new_tenant()
             booking = make_booking(conn, tenant, 0)
             hold = make_hold(conn, tenant, booking, [tenant.table_ids[0]], 0)
             conn.execute("SELECT * FROM confirm_hold_assignment_tx(%s, %s, 'rls')", (hold, booking))

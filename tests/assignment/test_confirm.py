@@ -1,5 +1,6 @@
 """assign_tables_atomic_v2 and confirm_hold_assignment_tx after the migration, through the
-real functions: results, idempotent replay, errors, concurrency, outbox events."""
+real functions, in synthetic tenants: overlap enforcement, deferral, results, idempotent
+replay, errors, concurrency, outbox events."""
 
 from __future__ import annotations
 
@@ -11,29 +12,25 @@ import psycopg
 import pytest
 
 from rollout import db
-from rollout.migrations import apply_up, load_bundle
-from tests.factories import at, make_booking, make_hold, make_tenant
+from tests.factories import at, insert_allocation, make_booking, make_hold
 
-BUNDLE = load_bundle("20251113203000")
 CONFIRM = "SELECT * FROM confirm_hold_assignment_tx(%s, %s, %s)"
 COUNTS = (
-    "SELECT (SELECT count(*) FROM allocations), (SELECT count(*) FROM booking_table_assignments),"
-    " (SELECT count(*) FROM booking_confirmation_results), (SELECT count(*) FROM capacity_outbox)"
+    "SELECT (SELECT count(*) FROM allocations WHERE restaurant_id = %(r)s),"
+    " (SELECT count(*) FROM booking_table_assignments a JOIN bookings b ON b.id = a.booking_id"
+    "  WHERE b.restaurant_id = %(r)s),"
+    " (SELECT count(*) FROM booking_confirmation_results WHERE restaurant_id = %(r)s),"
+    " (SELECT count(*) FROM capacity_outbox WHERE restaurant_id = %(r)s)"
 )
 
 
-@pytest.fixture(scope="module")
-def migrated_dsn(make_database) -> str:
-    dsn = make_database()
-    with db.connect(dsn) as conn:
-        apply_up(conn, BUNDLE)
-    return dsn
-
-
 @pytest.fixture
-def conn(migrated_dsn):
-    with db.connect(migrated_dsn, autocommit=False) as connection:
+def conn(target_dsn, new_tenant):
+    """Closed before new_tenant removes the tenants: a failed test's open transaction must
+    not hold the rows the cleanup deletes."""
+    with db.connect(target_dsn, autocommit=False) as connection:
         yield connection
+        connection.rollback()  # whatever a failed test left open is dropped, never committed
 
 
 def sqlstate_and_message(conn, query, params) -> tuple[str, str]:
@@ -43,8 +40,8 @@ def sqlstate_and_message(conn, query, params) -> tuple[str, str]:
     return error.value.sqlstate, error.value.diag.message_primary
 
 
-def test_assign_turns_a_conflict_into_p0001_inside_the_call(conn):
-    tenant = make_tenant(conn)
+def test_assign_turns_a_conflict_into_p0001_inside_the_call(conn, new_tenant):
+    tenant = new_tenant()
     first, second = make_booking(conn, tenant, 0), make_booking(conn, tenant, 30)
     conn.execute(
         "SELECT * FROM assign_tables_atomic_v2(%s, %s, 'k1')", (first, [tenant.table_ids[0]])
@@ -54,10 +51,53 @@ def test_assign_turns_a_conflict_into_p0001_inside_the_call(conn):
         conn, "SELECT * FROM assign_tables_atomic_v2(%s, %s, 'k2')", (second, [tenant.table_ids[0]])
     )
     assert (state, message) == ("P0001", "allocations_no_overlap")
+    # touching windows are no conflict
+    third = make_booking(conn, tenant, 90)
+    conn.execute(
+        "SELECT * FROM assign_tables_atomic_v2(%s, %s, 'k3')", (third, [tenant.table_ids[0]])
+    )
+    conn.commit()
 
 
-def test_confirm_writes_assignments_allocations_cache_and_outbox_and_deletes_the_hold(conn):
-    tenant = make_tenant(conn)
+def test_shadows_and_other_tenants_do_not_conflict(conn, new_tenant):
+    """The new constraint's meaning: it is weaker than the old one, never stricter."""
+    tenant, other = new_tenant(), new_tenant()
+    table = tenant.table_ids[0]
+    insert_allocation(conn, tenant.restaurant_id, table, 0, 90)
+    insert_allocation(conn, tenant.restaurant_id, table, 30, 60, shadow=True)
+    insert_allocation(conn, other.restaurant_id, table, 0, 90)
+    conn.commit()
+    with pytest.raises(psycopg.errors.ExclusionViolation):
+        insert_allocation(conn, tenant.restaurant_id, table, 60, 120)
+    conn.rollback()
+
+
+def test_swaps_need_deferral_and_real_overlaps_still_fail(conn, new_tenant):
+    tenant = new_tenant()
+    table = tenant.table_ids[0]
+    first = insert_allocation(conn, tenant.restaurant_id, table, 0, 90)
+    second = insert_allocation(conn, tenant.restaurant_id, table, 90, 180)
+    conn.commit()
+    move = 'UPDATE allocations SET "window" = tstzrange(%s, %s) WHERE id = %s'
+    with pytest.raises(psycopg.errors.ExclusionViolation):  # immediate by default now
+        conn.execute(move, (at(90), at(180), first))
+    conn.rollback()
+
+    conn.execute("SET CONSTRAINTS allocations_no_overlap DEFERRED")
+    conn.execute(move, (at(90), at(180), first))
+    conn.execute(move, (at(0), at(90), second))
+    conn.commit()
+
+    conn.execute("SET CONSTRAINTS allocations_no_overlap DEFERRED")
+    insert_allocation(conn, tenant.restaurant_id, table, 30, 60)
+    with pytest.raises(psycopg.errors.ExclusionViolation):
+        conn.commit()
+
+
+def test_confirm_writes_assignments_allocations_cache_and_outbox_and_deletes_the_hold(
+    conn, new_tenant
+):
+    tenant = new_tenant()
     booking = make_booking(conn, tenant, 0)
     tables = sorted(tenant.table_ids[:2])
     hold = make_hold(conn, tenant, booking, tables, 0)
@@ -95,23 +135,23 @@ def test_confirm_writes_assignments_allocations_cache_and_outbox_and_deletes_the
     )
 
 
-def test_replay_returns_the_first_result_and_writes_nothing(conn):
-    tenant = make_tenant(conn)
+def test_replay_returns_the_first_result_and_writes_nothing(conn, new_tenant):
+    tenant = new_tenant()
     booking = make_booking(conn, tenant, 200)
     hold = make_hold(conn, tenant, booking, [tenant.table_ids[2]], 200)
     conn.commit()
     first = conn.execute(CONFIRM, (hold, booking, "replay-key")).fetchall()
     conn.commit()
-    counts = conn.execute(COUNTS).fetchone()
+    counts = conn.execute(COUNTS, {"r": tenant.restaurant_id}).fetchone()
 
     replay = conn.execute(CONFIRM, (hold, booking, "replay-key")).fetchall()
     conn.commit()
     assert replay == first
-    assert conn.execute(COUNTS).fetchone() == counts
+    assert conn.execute(COUNTS, {"r": tenant.restaurant_id}).fetchone() == counts
 
 
-def test_documented_errors(conn):
-    tenant = make_tenant(conn)
+def test_documented_errors(conn, new_tenant):
+    tenant = new_tenant()
     booking, other = make_booking(conn, tenant, 400), make_booking(conn, tenant, 400)
     hold = make_hold(conn, tenant, booking, [tenant.table_ids[0]], 400)
     expired = make_hold(
@@ -166,9 +206,9 @@ def _wait_until_blocked(conn, out):
 
 
 @pytest.mark.parametrize("second_key", ["same-key", "other-key"])
-def test_concurrent_confirms_of_one_hold_yield_one_assignment(migrated_dsn, second_key):
-    with db.connect(migrated_dsn, autocommit=False) as first, db.connect(migrated_dsn) as watcher:
-        tenant = make_tenant(first)
+def test_concurrent_confirms_of_one_hold_yield_one_assignment(target_dsn, new_tenant, second_key):
+    with db.connect(target_dsn, autocommit=False) as first, db.connect(target_dsn) as watcher:
+        tenant = new_tenant()
         booking = make_booking(first, tenant, 600)
         hold = make_hold(first, tenant, booking, tenant.table_ids[:2], 600)
         first.commit()
@@ -178,7 +218,7 @@ def test_concurrent_confirms_of_one_hold_yield_one_assignment(migrated_dsn, seco
         ).fetchall()  # holds the lock
         out: dict = {}
         thread = threading.Thread(
-            target=_confirm_in_thread, args=(migrated_dsn, hold, booking, second_key, out)
+            target=_confirm_in_thread, args=(target_dsn, hold, booking, second_key, out)
         )
         thread.start()
         _wait_until_blocked(watcher, out)
@@ -195,19 +235,3 @@ def test_concurrent_confirms_of_one_hold_yield_one_assignment(migrated_dsn, seco
         assert watcher.execute(
             "SELECT count(*) FROM allocations WHERE booking_id = %s", (booking,)
         ).fetchone() == (3,)
-
-
-def test_confirm_succeeds_without_the_outbox_table(make_database):
-    dsn = make_database()
-    with db.connect(dsn) as conn:
-        apply_up(conn, BUNDLE)
-        conn.execute("DROP TABLE capacity_outbox")
-        tenant = make_tenant(conn)
-        booking = make_booking(conn, tenant, 0)
-        hold = make_hold(conn, tenant, booking, [tenant.table_ids[0]], 0)
-        rows = conn.execute(CONFIRM, (hold, booking, "no-outbox")).fetchall()
-        conn.commit()
-        assert [r[0] for r in rows] == [tenant.table_ids[0]]
-        assert conn.execute(
-            "SELECT count(*) FROM booking_confirmation_results WHERE booking_id = %s", (booking,)
-        ).fetchone() == (1,)
