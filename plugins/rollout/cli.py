@@ -81,20 +81,13 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.version)
     with db.connect(args.dsn) as conn:
-        if args.action == "up":
+        if args.action in ("up", "down"):
+            apply = apply_up if args.action == "up" else apply_down
             started = time.perf_counter()
-            apply_up(conn, bundle)
-            run_check(conn, bundle, "verify_up")
-            _say(
-                f"{bundle.version} up applied and verified in {time.perf_counter() - started:.1f} s"
-            )
-        elif args.action == "down":
-            started = time.perf_counter()
-            apply_down(conn, bundle)
-            run_check(conn, bundle, "verify_down")
-            _say(
-                f"{bundle.version} down applied and verified in {time.perf_counter() - started:.1f} s"
-            )
+            apply(conn, bundle)
+            run_check(conn, bundle, f"verify_{args.action}")
+            seconds = time.perf_counter() - started
+            _say(f"{bundle.version} {args.action} applied and verified in {seconds:.1f} s")
         elif args.action == "verify":
             run_check(conn, bundle, f"verify_{args.state}")
             _say(f"{bundle.version}: database is in the {args.state} state")
