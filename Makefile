@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 
-.PHONY: install demo test test-fast lint stop bench-seed
+.PHONY: install demo test test-fast lint stop bench-seed bench-validation
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -29,3 +29,6 @@ stop: install  ## stop the embedded demo clusters
 
 bench-seed: install  ## seed 1,000,000 allocations into a scratch database and report the time
 	@$(UV) run --frozen python benchmarks/seed.py --allocations 1000000
+
+bench-validation: install  ## time the post-migration validation on 1,000,000 allocations
+	@$(UV) run --frozen python benchmarks/validation.py --allocations 1000000
