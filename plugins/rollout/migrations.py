@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -97,19 +98,47 @@ def load_bundle(version: str | None = None, directory: Path = MIGRATIONS_DIR) ->
     raise BundleError(f"no migration bundle with version {version!r}; known: {known}")
 
 
-def apply_up(conn: psycopg.Connection, bundle: MigrationBundle) -> None:
-    """Run up.sql's body in one transaction on conn."""
-    require_no_transaction(conn, f"up of {bundle.version}")
+# A script marks where its long lock begins with a line starting like this; from there to
+# COMMIT is the lock phase that apply_* times (up.sql and down.sql both have one).
+LOCK_PHASE_MARKER = "-- From here to COMMIT,"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: str
+    direction: str
+    seconds: float  # the whole transaction
+    lock_seconds: float  # from the marked lock phase to COMMIT: what other sessions wait for
+
+
+def split_lock_phase(body: str) -> tuple[str, str]:
+    """(statements before the lock phase, the lock phase); all of it when there is no marker."""
+    at = body.find(LOCK_PHASE_MARKER)
+    return ("", body) if at < 0 else (body[:at], body[at:])
+
+
+def _apply(conn: psycopg.Connection, bundle: MigrationBundle, direction: str) -> ApplyResult:
+    require_no_transaction(conn, f"{direction} of {bundle.version}")
+    before_lock, lock_phase = split_lock_phase(bundle.body(direction))
+    started = time.perf_counter()
     with conn.transaction():
-        conn.execute(bundle.body("up").encode())
+        if before_lock.strip():
+            conn.execute(before_lock.encode())
+        lock_started = time.perf_counter()
+        conn.execute(lock_phase.encode())
+    ended = time.perf_counter()  # after COMMIT: the lock is released
+    return ApplyResult(bundle.version, direction, ended - started, ended - lock_started)
 
 
-def apply_down(conn: psycopg.Connection, bundle: MigrationBundle) -> None:
+def apply_up(conn: psycopg.Connection, bundle: MigrationBundle) -> ApplyResult:
+    """Run up.sql's body in one transaction on conn; time it and its lock phase."""
+    return _apply(conn, bundle, "up")
+
+
+def apply_down(conn: psycopg.Connection, bundle: MigrationBundle) -> ApplyResult:
     """Run down.sql's body in one transaction; RollbackRefused when its own check refuses."""
-    require_no_transaction(conn, f"down of {bundle.version}")
     try:
-        with conn.transaction():
-            conn.execute(bundle.body("down").encode())
+        return _apply(conn, bundle, "down")
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
             diag = exc.diag

@@ -219,3 +219,14 @@ def test_confirm_succeeds_without_the_outbox_table(fresh_db):
         assert conn.execute(
             "SELECT count(*) FROM booking_confirmation_results WHERE booking_id = %s", (booking,)
         ).fetchone() == (1,)
+
+
+def test_apply_times_the_lock_phase(make_database):
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        seed_database(conn, 3000, anchor=dt.date(2026, 12, 1))
+        up = apply_up(conn, BUNDLE)
+        down = apply_down(conn, BUNDLE)
+    for result in (up, down):
+        assert 0 < result.lock_seconds <= result.seconds
+    assert (up.direction, down.direction, up.version) == ("up", "down", BUNDLE.version)
