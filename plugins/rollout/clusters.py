@@ -61,7 +61,7 @@ def start_cluster(name: str, data_root: Path | None = None) -> Cluster:
     dsn = server.get_uri()
     if not _preloaded(dsn):
         # ALTER SYSTEM is fine here: this is our own throwaway cluster, we are its superuser.
-        _psql_admin(dsn, f"ALTER SYSTEM SET shared_preload_libraries = '{PRELOAD}'")
+        _execute_as_admin(dsn, f"ALTER SYSTEM SET shared_preload_libraries = '{PRELOAD}'")
         ep.pg_ctl(["-w", "restart"], pgdata=pgdata.resolve(), user=_system_user(), timeout=60)
         info = postmaster_info.read_from_pgdata(pgdata.resolve())
         dsn = info.get_uri() if info else dsn
@@ -104,7 +104,7 @@ def _preloaded(dsn: str) -> bool:
     return PRELOAD in value
 
 
-def _psql_admin(dsn: str, statement: str) -> None:
+def _execute_as_admin(dsn: str, statement: str) -> None:
     from rollout.db import connect
 
     with connect(dsn, autocommit=True) as conn:

@@ -64,16 +64,20 @@ def seed_database(
         progress(f"seed: {diag.message_primary}")
 
     conn.add_notice_handler(relay_notice)
-    with conn.transaction():
-        for name, value in (("allocations", allocations), ("seed", seed), ("anchor", anchor)):
-            conn.execute("SELECT set_config(%s, %s, true)", (f"rollout_seed.{name}", str(value)))
-        steps = seed_steps()
-        for index, (name, statements) in enumerate(steps, start=1):
-            step_started = time.perf_counter()
-            conn.execute(statements.encode())
-            step_seconds[name] = time.perf_counter() - step_started
-            progress(f"seed [{index}/{len(steps)}] {name}: {step_seconds[name]:.1f} s")
-    conn.remove_notice_handler(relay_notice)
+    try:
+        with conn.transaction():
+            for name, value in (("allocations", allocations), ("seed", seed), ("anchor", anchor)):
+                conn.execute(
+                    "SELECT set_config(%s, %s, true)", (f"rollout_seed.{name}", str(value))
+                )
+            steps = seed_steps()
+            for index, (name, statements) in enumerate(steps, start=1):
+                step_started = time.perf_counter()
+                conn.execute(statements.encode())
+                step_seconds[name] = time.perf_counter() - step_started
+                progress(f"seed [{index}/{len(steps)}] {name}: {step_seconds[name]:.1f} s")
+    finally:
+        conn.remove_notice_handler(relay_notice)
     counts = table_row_counts(conn)
     if counts["allocations"] != allocations:
         raise RolloutError(f"seed made {counts['allocations']} allocations, not {allocations}")
