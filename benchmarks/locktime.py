@@ -6,10 +6,9 @@ smaller (the way staging's measurement predicts production's).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 
-from scratch import scratch_database
+from scratch import benchmark_parser, scratch_database
 
 from rollout import db
 from rollout.baseline import apply_baseline
@@ -27,14 +26,9 @@ def measure(admin_dsn: str | None, allocations: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000)
-    parser.add_argument(
-        "--dsn", help="admin DSN of a server (default: an embedded cluster `bench`)"
-    )
     args = parser.parse_args()
 
     small_rows, small_s = measure(args.dsn, args.small)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,3 +21,14 @@ def scratch_database(admin_dsn: str | None) -> Iterator[str]:
         yield dsn
     finally:
         db.drop_database(admin, name)
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark shares: its docstring as help, and --dsn."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dsn", help="admin DSN of a server (default: an embedded cluster `bench`)"
+    )
+    return parser

@@ -6,11 +6,10 @@ uv run python benchmarks/seed.py --allocations 1000000 --dsn postgresql://postgr
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import time
 
-from scratch import scratch_database
+from scratch import benchmark_parser, scratch_database
 
 from rollout import db
 from rollout.baseline import apply_baseline
@@ -18,13 +17,8 @@ from rollout.seed import seed_database
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--allocations", type=int, default=1_000_000)
-    parser.add_argument(
-        "--dsn", help="admin DSN of a server (default: an embedded cluster `bench`)"
-    )
     parser.add_argument("--goal", type=float, default=60.0, help="seconds")
     args = parser.parse_args()
 

@@ -8,13 +8,12 @@ and reports the process's peak memory (GX runs in-process). The database is drop
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import resource
 import tempfile
 import time
 
-from scratch import scratch_database
+from scratch import benchmark_parser, scratch_database
 
 from rollout import db
 from rollout.baseline import apply_baseline
@@ -24,13 +23,8 @@ from rollout.validation import validate_target
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--allocations", type=int, default=1_000_000)
-    parser.add_argument(
-        "--dsn", help="admin DSN of a server (default: an embedded cluster `bench`)"
-    )
     args = parser.parse_args()
 
     with scratch_database(args.dsn) as dsn:
