@@ -19,7 +19,7 @@ from rollout import db
 from rollout.baseline import apply_baseline
 from rollout.migrations import apply_up, load_bundle
 from rollout.seed import seed_database, table_row_counts
-from rollout.validation import validate_target
+from rollout.validation import row_count_parameters, validate_target
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
             seed_database(
                 conn, args.allocations, anchor=dt.date(2026, 12, 1), progress=lambda m: None
             )
-            counts = {f"row_count_{t}": n for t, n in table_row_counts(conn).items()}
+            counts = row_count_parameters(table_row_counts(conn))
             bundle = load_bundle()
             apply_up(conn, bundle)
         with tempfile.TemporaryDirectory() as out:

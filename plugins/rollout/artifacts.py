@@ -24,11 +24,7 @@ class ArtifactDir:
         return self.root / name
 
     def write_text(self, name: str, text: str) -> Any:
-        target = self.path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        self.written.append(name)
-        return target
+        return self.write_bytes(name, text.encode("utf-8"))
 
     def write_json(self, name: str, data: Any) -> Any:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

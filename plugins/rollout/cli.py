@@ -22,7 +22,7 @@ from rollout.errors import RolloutError
 from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
 from rollout.schema import snapshot_schema
 from rollout.seed import seed_database, table_row_counts
-from rollout.validation import validate_target
+from rollout.validation import row_count_parameters, validate_target
 
 
 def _say(message: str) -> None:
@@ -132,7 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     parameters = {}
     if args.before:
         counts = json.loads((Path(args.before) / "row-counts.json").read_text())
-        parameters = {f"row_count_{table}": n for table, n in counts.items()}
+        parameters = row_count_parameters(counts)
     version = load_bundle(args.version).version
     report = validate_target(args.dsn, version, args.phase, args.out, parameters, target=args.label)
     _say(

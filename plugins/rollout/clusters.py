@@ -49,24 +49,22 @@ def start_cluster(name: str, data_root: Path | None = None) -> Cluster:
     ep, postmaster_info = _embedded()
     root = Path(data_root or default_data_root())
     root.mkdir(parents=True, exist_ok=True)
-    pgdata = root / name
+    pgdata = (root / name).resolve()
     # The wheel caches a handle per data folder for the life of the process; after a stop it
     # would hand back the stopped server instead of starting it.
-    info = postmaster_info.read_from_pgdata(pgdata.resolve()) if pgdata.exists() else None
+    info = postmaster_info.read_from_pgdata(pgdata) if pgdata.exists() else None
     if not (info and info.is_running()):
-        ep.PostgresServer._instances.pop(pgdata.resolve(), None)
+        ep.PostgresServer._instances.pop(pgdata, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = ep.get_server(pgdata, cleanup_mode=None)
     dsn = server.get_uri()
-    if not _preloaded(dsn):
-        # ALTER SYSTEM is fine here: this is our own throwaway cluster, we are its superuser.
-        _execute_as_admin(dsn, f"ALTER SYSTEM SET shared_preload_libraries = '{PRELOAD}'")
-        ep.pg_ctl(["-w", "restart"], pgdata=pgdata.resolve(), user=_system_user(), timeout=60)
-        info = postmaster_info.read_from_pgdata(pgdata.resolve())
+    if _ensure_preload(dsn):
+        ep.pg_ctl(["-w", "restart"], pgdata=pgdata, user=_system_user(), timeout=60)
+        info = postmaster_info.read_from_pgdata(pgdata)
         dsn = info.get_uri() if info else dsn
     log.info("embedded cluster %s running at %s", name, dsn)
-    return Cluster(name=name, pgdata=pgdata.resolve(), dsn=dsn)
+    return Cluster(name=name, pgdata=pgdata, dsn=dsn)
 
 
 def stop_cluster(name: str, data_root: Path | None = None, *, delete: bool = False) -> bool:
@@ -96,19 +94,16 @@ def cluster_dsn(name: str, data_root: Path | None = None) -> str | None:
     return info.get_uri() if info and info.is_running() else None
 
 
-def _preloaded(dsn: str) -> bool:
+def _ensure_preload(dsn: str) -> bool:
+    """Configure the preload if missing; True when the server must restart to load it."""
     from rollout.db import connect
 
-    with connect(dsn, autocommit=True) as conn:
-        value = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
-    return PRELOAD in value
-
-
-def _execute_as_admin(dsn: str, statement: str) -> None:
-    from rollout.db import connect
-
-    with connect(dsn, autocommit=True) as conn:
-        conn.execute(statement)
+    with connect(dsn) as conn:
+        if PRELOAD in conn.execute("SHOW shared_preload_libraries").fetchone()[0]:
+            return False
+        # ALTER SYSTEM is fine here: this is our own throwaway cluster, we are its superuser.
+        conn.execute(f"ALTER SYSTEM SET shared_preload_libraries = '{PRELOAD}'")
+    return True
 
 
 def client_binary(name: str) -> Path:

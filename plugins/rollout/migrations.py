@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from rollout.db import require_no_transaction
+from rollout.db import require_no_transaction, run_sql_file
 from rollout.errors import BundleError, RollbackRefused
 from rollout.paths import MIGRATIONS_DIR, sql_text
 
@@ -151,7 +151,7 @@ def apply_down(conn: psycopg.Connection, bundle: MigrationBundle) -> ApplyResult
 def run_check(conn: psycopg.Connection, bundle: MigrationBundle, name: str) -> None:
     """Run checks/<name>.sql (verify_up, verify_down); it raises when the state is wrong."""
     with conn.transaction():
-        conn.execute(sql_text(bundle.check_path(name)).encode())
+        run_sql_file(conn, bundle.check_path(name))
 
 
 def list_down_conflicts(conn: psycopg.Connection, bundle: MigrationBundle) -> list[dict]:

@@ -51,6 +51,11 @@ class ValidationSummary:
         return f"{self.suite}: {self.successful}/{self.evaluated} expectations met, {verdict}"
 
 
+def row_count_parameters(counts: dict[str, int]) -> dict[str, int]:
+    """Suite parameters `row_count_<table>` from the row counts taken before the apply."""
+    return {f"row_count_{table}": n for table, n in counts.items()}
+
+
 def suite_path(version: str, suite: str) -> Path:
     path = EXPECTATIONS_DIR / version / f"{suite}.json"
     if not path.is_file():

@@ -15,6 +15,7 @@ from rollout.migrations import apply_up, load_bundle
 from rollout.seed import seed_database, table_row_counts
 from rollout.validation import (
     EXPECTATIONS_DIR,
+    row_count_parameters,
     run_suite,
     sqlalchemy_url,
     suite_path,
@@ -32,9 +33,9 @@ def seeded_dsn(make_database) -> str:
     return dsn
 
 
-def row_count_parameters(dsn: str) -> dict[str, int]:
+def counts_before(dsn: str) -> dict[str, int]:
     with db.connect(dsn) as conn:
-        return {f"row_count_{table}": n for table, n in table_row_counts(conn).items()}
+        return row_count_parameters(table_row_counts(conn))
 
 
 def test_pre_then_post_migration_suites_pass_on_good_data(seeded_dsn, tmp_path):
@@ -43,7 +44,7 @@ def test_pre_then_post_migration_suites_pass_on_good_data(seeded_dsn, tmp_path):
     assert pre.evaluated == pre.successful == 8
     assert (tmp_path / "pre" / "data-docs" / "index.html").is_file()
 
-    counts = row_count_parameters(seeded_dsn)
+    counts = counts_before(seeded_dsn)
     with db.connect(seeded_dsn) as conn:
         apply_up(conn, load_bundle(VERSION))
     post = run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path / "post", counts)
@@ -60,7 +61,7 @@ def test_post_migration_names_what_bad_data_breaks(make_database, tmp_path):
     with db.connect(dsn) as conn:
         seed_database(conn, 500, seed=5, anchor=dt.date(2026, 12, 1))
         apply_up(conn, load_bundle(VERSION))
-        counts = row_count_parameters(dsn)
+        counts = counts_before(dsn)
         # a cached confirmation filed under another restaurant, an event nobody consumes
         booking, other_restaurant = conn.execute(
             "SELECT b.id, (SELECT r.id FROM restaurants r WHERE r.id <> b.restaurant_id LIMIT 1)"
@@ -170,7 +171,7 @@ def seeded_dsn_for_report(make_database):
     dsn = make_database()
     with db.connect(dsn) as conn:
         seed_database(conn, 1000, seed=9, anchor=dt.date(2026, 12, 1))
-    counts = row_count_parameters(dsn)
+    counts = counts_before(dsn)
     with db.connect(dsn) as conn:
         apply_up(conn, load_bundle(VERSION))
     return dsn, counts
