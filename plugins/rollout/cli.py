@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from rollout import db
+from rollout import db, probes
 from rollout.artifacts import ArtifactDir
 from rollout.assignment import run_assignment_suite
 from rollout.baseline import apply_baseline, has_baseline
@@ -151,6 +151,43 @@ def cmd_assignment(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_probes(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.action == "baseline":
+        probes.baseline(
+            args.dsn, out, samples=args.samples, repetitions=args.repetitions, progress=_say
+        )
+        _say(f"baseline written to {out / 'perf-baseline.json'} (report: perf-baseline.md)")
+        return 0
+    if not args.baseline:
+        raise RolloutError("probes monitor needs --baseline <perf-baseline.json>")
+    comparison = probes.monitor(
+        args.dsn, args.baseline, args.period, args.threshold, out, progress=_say
+    )
+    _say(f"{comparison.line()}; report in {out / 'perf-monitor.md'}")
+    return 0 if comparison.ok else 1
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a threshold is a ratio above 1, e.g. 2")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be negative")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollout", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_assignment)
+
+    p = sub.add_parser(
+        "probes",
+        help="time the allocation queries (baseline) or compare with a baseline (monitor); "
+        "monitor exits 1 on a regression",
+    )
+    p.add_argument("action", choices=["baseline", "monitor"])
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--baseline", help="perf-baseline.json (monitor)")
+    p.add_argument("--samples", type=_positive_int, default=probes.DEFAULT_SAMPLES)
+    p.add_argument("--repetitions", type=_positive_int, default=probes.DEFAULT_REPETITIONS)
+    p.add_argument("--period", type=_seconds, default=60.0, help="seconds to sample (monitor)")
+    p.add_argument("--threshold", type=_ratio, default=probes.DEFAULT_THRESHOLD)
+    p.set_defaults(func=cmd_probes)
     return parser
 
 

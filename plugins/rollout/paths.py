@@ -9,6 +9,7 @@ BASELINE_DIR = SQL_DIR / "baseline"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 SEED_DIR = SQL_DIR / "seed"
 CATALOG_DIR = SQL_DIR / "catalog"
+PROBES_DIR = SQL_DIR / "probes"
 # Local state (embedded clusters, artifacts of local runs); git-ignored.
 STATE_DIR = Path(os.environ.get("ROLLOUT_STATE_DIR", PROJECT_ROOT / ".rollout"))
 
