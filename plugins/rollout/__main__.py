@@ -2,4 +2,6 @@ import sys
 
 from rollout.cli import main
 
-sys.exit(main())
+# Guarded: a plugin loader that imports every module under plugins/ must not run the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

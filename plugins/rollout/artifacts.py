@@ -42,3 +42,30 @@ class ArtifactDir:
 
 def as_artifact_dir(where: ArtifactDir | Path | str) -> ArtifactDir:
     return where if isinstance(where, ArtifactDir) else ArtifactDir(Path(where))
+
+
+def publish_tree(local: Path, dest: ArtifactDir) -> list[str]:
+    """Copy a local folder's files into dest (any ArtifactDir root, object storage included):
+    tools that can only write local files (GX, pytest) write to a temp folder first."""
+    names = []
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        name = path.relative_to(local).as_posix()
+        dest.write_bytes(name, path.read_bytes())
+        names.append(name)
+    return names
+
+
+def list_tree(root: Any) -> list[str]:
+    """Every file under an artifact root, as relative names, sorted."""
+    found = []
+
+    def walk(folder: Any, prefix: str) -> None:
+        for child in sorted(folder.iterdir(), key=lambda p: p.name):
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            else:
+                found.append(f"{prefix}{child.name}")
+
+    if root.exists():
+        walk(root, "")
+    return found

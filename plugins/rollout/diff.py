@@ -91,8 +91,12 @@ def save_snapshot(snapshot: Snapshot, artifacts: ArtifactDir | Path | str, name:
 
 
 def load_snapshot(path: Path | str) -> Snapshot:
-    rows = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {(row["kind"], row["name"]): row["definition"] for row in rows}
+    return load_snapshot_text(Path(path).read_text(encoding="utf-8"))
+
+
+def load_snapshot_text(text: str) -> Snapshot:
+    """A snapshot saved by save_snapshot, from its JSON text (read from any storage)."""
+    return {(row["kind"], row["name"]): row["definition"] for row in json.loads(text)}
 
 
 def capture_db_diff(

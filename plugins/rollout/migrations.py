@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -117,28 +118,58 @@ def split_lock_phase(body: str) -> tuple[str, str]:
     return ("", body) if at < 0 else (body[:at], body[at:])
 
 
-def _apply(conn: psycopg.Connection, bundle: MigrationBundle, direction: str) -> ApplyResult:
+def _apply(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    direction: str,
+    settings: dict[str, str] | None,
+    before_commit: BeforeCommit | None,
+) -> ApplyResult:
     require_no_transaction(conn, f"{direction} of {bundle.version}")
     before_lock, lock_phase = split_lock_phase(bundle.body(direction))
     started = time.perf_counter()
     with conn.transaction():
+        for name, value in (settings or {}).items():
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         if before_lock.strip():
             conn.execute(before_lock.encode())
         lock_started = time.perf_counter()
         conn.execute(lock_phase.encode())
+        if before_commit:
+            now = time.perf_counter()
+            before_commit(conn, now - started, now - lock_started)
     ended = time.perf_counter()  # after COMMIT: the lock is released
     return ApplyResult(bundle.version, direction, ended - started, ended - lock_started)
 
 
-def apply_up(conn: psycopg.Connection, bundle: MigrationBundle) -> ApplyResult:
-    """Run up.sql's body in one transaction on conn; time it and its lock phase."""
-    return _apply(conn, bundle, "up")
+# Called inside the apply's transaction, after the lock phase, before COMMIT, with the seconds
+# so far and the lock phase's seconds: the ledger row is written there, in the same transaction.
+BeforeCommit = Callable[[psycopg.Connection, float, float], None]
 
 
-def apply_down(conn: psycopg.Connection, bundle: MigrationBundle) -> ApplyResult:
+def apply_up(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    *,
+    settings: dict[str, str] | None = None,
+    before_commit: BeforeCommit | None = None,
+) -> ApplyResult:
+    """Run up.sql's body in one transaction on conn; time it and its lock phase.
+
+    `settings` are set for this transaction only (lock_timeout, statement_timeout)."""
+    return _apply(conn, bundle, "up", settings, before_commit)
+
+
+def apply_down(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    *,
+    settings: dict[str, str] | None = None,
+    before_commit: BeforeCommit | None = None,
+) -> ApplyResult:
     """Run down.sql's body in one transaction; RollbackRefused when its own check refuses."""
     try:
-        return _apply(conn, bundle, "down")
+        return _apply(conn, bundle, "down", settings, before_commit)
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
             diag = exc.diag

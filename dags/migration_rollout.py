@@ -1,0 +1,172 @@
+"""The staged rollout of one migration bundle: staging, proof, a person's approval, production
+inside the maintenance window, performance watched after, rollback where a step fails.
+
+Each task is one step of `rollout.steps`; this file only tells the story and wires it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG, Param, PokeReturnValue, chain, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rollout import steps
+from rollout.airflow_support import (
+    ProductionApproval,
+    run_from_context,
+    run_started,
+    settings_from_context,
+    task_states,
+)
+from rollout.errors import RolloutError
+from rollout.settings import PARAM_SCHEMA
+
+ROLLBACK_NOT_NEEDED = ("not_needed",)
+
+with DAG(
+    dag_id="migration_rollout",
+    description="Staged rollout of a PostgreSQL migration: staging, approval, production window",
+    schedule=None,
+    start_date=dt.datetime(2025, 11, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,  # with the advisory lock in each target: one rollout at a time
+    default_args={"retries": 0},
+    params={
+        name: Param(default, description=doc, **schema)
+        for name, (default, schema, doc) in PARAM_SCHEMA.items()
+    },
+    tags=["migration", "rollout"],
+) as dag:
+
+    @task
+    def preflight(**context) -> dict:
+        try:
+            settings_from_context(context)  # a bad parameter fails before any connection
+            return steps.preflight(run_from_context(context))
+        except RolloutError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task
+    def apply_staging(**context) -> dict:
+        return _fail_cleanly(steps.apply_target, context, "staging")
+
+    @task
+    def validate_staging(**context) -> dict:
+        return _fail_cleanly(steps.validate, context, "staging")
+
+    @task
+    def capture_db_diff(**context) -> dict:
+        return _fail_cleanly(steps.capture_db_diff, context)
+
+    @task
+    def run_assignment_tests(**context) -> dict:
+        return _fail_cleanly(steps.run_assignment_tests, context)
+
+    approve_production = ProductionApproval(task_id="approve_production")
+
+    @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
+    def wait_for_window(**context) -> PokeReturnValue:
+        """Rescheduled between checks: waiting holds no worker slot."""
+        run = run_from_context(context)
+        ti = context["ti"]
+        predicted = steps.predict_production_lock(
+            ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
+        )
+        try:
+            decision = steps.check_window(run, predicted, run_started(context))
+        except RolloutError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        run.say(f"maintenance window: {decision.reason}")
+        if decision.action == "refuse":
+            raise AirflowFailException(f"{decision.reason}; production untouched")
+        return PokeReturnValue(
+            is_done=decision.action == "go",
+            xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason},
+        )
+
+    @task
+    def baseline_production_perf(**context) -> dict:
+        return _fail_cleanly(steps.baseline_production_perf, context)
+
+    @task
+    def apply_production(**context) -> dict:
+        window = context["ti"].xcom_pull(task_ids="wait_for_window")
+        timeout = steps.production_statement_timeout(window["predicted_lock_s"])
+        return _fail_cleanly(steps.apply_target, context, "production", statement_timeout_s=timeout)
+
+    @task
+    def validate_production(**context) -> dict:
+        return _fail_cleanly(steps.validate, context, "production")
+
+    @task
+    def monitor_production_perf(**context) -> dict:
+        return _fail_cleanly(steps.monitor_production_perf, context)
+
+    @task(trigger_rule="one_failed")
+    def rollback_staging(**context) -> dict:
+        """A staging step failed, or the gate was rejected / not answered in time."""
+        run = run_from_context(context)
+        states = task_states(context)
+        if (
+            states.get("approve_production") == "failed"
+            and run.settings.on_reject == "keep_staging"
+        ):
+            raise AirflowSkipException("approval not given; on_reject=keep_staging keeps staging")
+        return _rollback(run, "staging")
+
+    @task(trigger_rule="one_failed")
+    def rollback_production(**context) -> dict:
+        """A production step failed, or monitoring found a regression (per on_regression)."""
+        run = run_from_context(context)
+        states = task_states(context)
+        regression_only = states.get("monitor_production_perf") == "failed" and all(
+            states.get(t) == "success" for t in ("apply_production", "validate_production")
+        )
+        if regression_only and run.settings.on_regression == "keep":
+            raise AirflowSkipException(
+                "regression found; on_regression=keep leaves production as is"
+            )
+        return _rollback(run, "production")
+
+    @task(trigger_rule="all_done")
+    def report(**context) -> dict:
+        """Always: one summary of the run; the run fails unless the rollout succeeded."""
+        run = run_from_context(context)
+        states = task_states(context)
+        states.pop("report", None)
+        facts = {t: context["ti"].xcom_pull(task_ids=t) for t in states}
+        summary = steps.write_report(run, states, facts)
+        if summary["outcome"] != "succeeded":
+            raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
+        return summary
+
+    def _fail_cleanly(step, context, *args, **kwargs) -> dict:
+        try:
+            return step(run_from_context(context), *args, **kwargs)
+        except RolloutError as exc:  # a known failure: no retry, no traceback needed
+            raise AirflowFailException(str(exc)) from exc
+
+    def _rollback(run: steps.Run, target: str) -> dict:
+        try:
+            result = steps.rollback_target(run, target)
+        except RolloutError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if result["action"] in ROLLBACK_NOT_NEEDED:
+            raise AirflowSkipException(f"{target}: nothing to roll back (not changed by this run)")
+        return result
+
+    staging_steps = [apply_staging(), validate_staging(), capture_db_diff(), run_assignment_tests()]
+    production_steps = [
+        wait_for_window(),
+        baseline_production_perf(),
+        apply_production(),
+        validate_production(),
+        monitor_production_perf(),
+    ]
+    story = [preflight(), *staging_steps, approve_production, *production_steps]
+    chain(*story)
+    rollbacks = [rollback_staging(), rollback_production()]
+    [*staging_steps, approve_production] >> rollbacks[0]
+    production_steps[2:] >> rollbacks[1]
+    [*story, *rollbacks] >> report()

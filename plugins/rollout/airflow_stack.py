@@ -1,0 +1,246 @@
+"""A local Airflow for the demo, `make up` and the end-to-end tests: the real api-server,
+scheduler and dag-processor (LocalExecutor, SQLite metadata) under `.rollout/airflow`, and a
+small client of its REST API — the same calls the UI makes, the approval included."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rollout.errors import RolloutError
+from rollout.paths import PROJECT_ROOT, STATE_DIR
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+ADMIN_USER = "admin"
+DAG_ID = "migration_rollout"
+FINISHED = ("success", "failed")
+
+
+@dataclass
+class AirflowStack:
+    home: Path = STATE_DIR / "airflow"
+    port: int = int(os.environ.get("ROLLOUT_AIRFLOW_PORT", "8080"))
+    connections: dict[str, str] = field(default_factory=dict)  # conn id -> libpq DSN
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def password(self) -> str:
+        return json.loads(self._passwords_file.read_text())[ADMIN_USER]
+
+    @property
+    def _passwords_file(self) -> Path:
+        return self.home / "passwords.json"
+
+    def _secret(self, name: str) -> str:
+        """A secret kept in the home folder, so every component (and a restart) agrees."""
+        path = self.home / f".{name}"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text()
+
+    def env(self) -> dict[str, str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not self._passwords_file.exists():
+            self._passwords_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(9)}))
+            self._passwords_file.chmod(0o600)
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._passwords_file),
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "GX_ANALYTICS_ENABLED": "false",
+            "ROLLOUT_PROJECT_ROOT": str(PROJECT_ROOT),
+            "ROLLOUT_STATE_DIR": str(STATE_DIR),
+        }
+        for conn_id, dsn in self.connections.items():
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(dsn)
+        env.update(self.extra_env)
+        return env
+
+    def airflow(self, *args: str, timeout: float = 300) -> str:
+        completed = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=self.env(), capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if completed.returncode != 0:
+            raise RolloutError(
+                f"airflow {' '.join(args)} failed: {completed.stderr.strip()[-1500:]}"
+            )
+        return completed.stdout
+
+    def start(self, say: Callable[[str], None] = print, timeout: float = 180) -> None:
+        say(f"airflow: metadata database in {self.home} (airflow db migrate)")
+        self.airflow("db", "migrate")
+        logs = self.home / "component-logs"
+        logs.mkdir(exist_ok=True)
+        env = self.env()
+        for name in COMPONENTS:
+            log = (logs / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [str(Path(sys.executable).parent / "airflow"), name],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        say(f"airflow: started {', '.join(COMPONENTS)}; waiting for {self.url}")
+        self.wait_until(
+            self._healthy, timeout, "the api-server to answer and the scheduler to beat"
+        )
+        self.wait_until(lambda: self._dag_parsed(DAG_ID), timeout, f"the DAG {DAG_ID} to be parsed")
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def __enter__(self) -> AirflowStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_until(self, ready: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RolloutError(
+                        f"airflow {name} exited ({proc.returncode}); see "
+                        f"{self.home / 'component-logs' / (name + '.log')}"
+                    )
+            try:
+                value = ready()
+            except httpx.HTTPError:
+                value = None
+            if value:
+                return value
+            time.sleep(1)
+        raise RolloutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    # --- REST API: what the UI does ----------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._token is None:
+            response = httpx.post(
+                f"{self.url}/auth/token",
+                json={"username": ADMIN_USER, "password": self.password}, timeout=30,
+            )  # fmt: skip
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        headers = {"Authorization": f"Bearer {self._token}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
+
+    def _healthy(self) -> bool:
+        health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+        return health.get("scheduler", {}).get("status") == "healthy"
+
+    def _dag_parsed(self, dag_id: str) -> bool:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 404:
+            errors = self.request("GET", "/api/v2/importErrors").json().get("import_errors", [])
+            if errors:
+                raise RolloutError(
+                    f"the DAG failed to import: {errors[0].get('stack_trace', '')[-1500:]}"
+                )
+            return False
+        return response.status_code == 200
+
+    def trigger(self, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
+        self.request(
+            "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}
+        ).raise_for_status()
+        response = self.request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"conf": conf, "logical_date": None}
+        )
+        if response.status_code >= 400:
+            raise RolloutError(f"trigger refused ({response.status_code}): {response.text}")
+        return response.json()["dag_run_id"]
+
+    def run_state(self, run_id: str, dag_id: str = DAG_ID) -> str:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        response.raise_for_status()
+        return response.json()["state"]
+
+    def task_states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None]:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        response.raise_for_status()
+        return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
+
+    def pending_approval(self, run_id: str, dag_id: str = DAG_ID) -> dict | None:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
+        response.raise_for_status()
+        pending = [d for d in response.json()["hitl_details"] if not d.get("response_received")]
+        return pending[0] if pending else None
+
+    def answer(self, run_id: str, option: str, task_id: str = "approve_production",
+               dag_id: str = DAG_ID) -> dict:  # fmt: skip
+        """Exactly the call the UI's Required Actions page makes when a person clicks."""
+        response = self.request(
+            "PATCH",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            json={"chosen_options": [option], "params_input": {}},
+        )
+        if response.status_code >= 400:
+            raise RolloutError(
+                f"the approval answer was refused ({response.status_code}): {response.text}"
+            )
+        return response.json()
+
+    def required_actions_url(self, run_id: str, task_id: str = "approve_production") -> str:
+        return f"{self.url}/dags/{DAG_ID}/runs/{run_id}/tasks/{task_id}/required_actions"
+
+
+def connection_json(dsn: str) -> str:
+    """An Airflow connection (JSON form) for a libpq DSN."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(dsn)
+    conn = {
+        "conn_type": "postgres",
+        "host": params.get("host"),
+        "port": int(params["port"]) if params.get("port") else None,
+        "login": params.get("user"),
+        "password": params.get("password"),
+        "schema": params.get("dbname"),
+    }
+    return json.dumps({k: v for k, v in conn.items() if v is not None})

@@ -1,0 +1,108 @@
+"""What the DAG needs from Airflow and nothing else does: a `Run` built from a task's context,
+the run's artifact folder in object storage, the approval gate, and task states for the report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import ObjectStoragePath
+
+from rollout.artifacts import ArtifactDir
+from rollout.paths import STATE_DIR
+from rollout.settings import RolloutSettings
+from rollout.steps import Run, approval_body, predict_production_lock
+from rollout.targets import resolve_target
+
+log = logging.getLogger("rollout")
+
+ARTIFACTS_URL_ENV = "ROLLOUT_ARTIFACTS_URL"  # e.g. s3://bucket/rollouts (needs its provider)
+
+
+def artifacts_base() -> ObjectStoragePath:
+    url = os.environ.get(ARTIFACTS_URL_ENV) or f"file://{STATE_DIR / 'artifacts'}"
+    return ObjectStoragePath(url)
+
+
+def safe_run_id(run_id: str) -> str:
+    """The run id as one path segment (run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
+def run_artifacts(dag_id: str, run_id: str) -> Any:
+    return artifacts_base() / dag_id / safe_run_id(run_id)
+
+
+def settings_from_context(context: Any) -> RolloutSettings:
+    return RolloutSettings.from_params(dict(context["params"]))
+
+
+def run_from_context(context: Any) -> Run:
+    """Settings first (a bad parameter fails before any database is touched), then targets."""
+    settings = settings_from_context(context)
+    dsns = {
+        "staging": resolve_target(settings.staging_conn_id),
+        "production": resolve_target(settings.production_conn_id),
+    }
+    dag_run = context["dag_run"]
+    return Run(
+        settings=settings,
+        dsns=dsns,
+        artifacts=ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id)),
+        run_id=dag_run.run_id,
+        actor=getattr(dag_run, "triggering_user_name", None),
+        progress=log.info,
+    )
+
+
+def task_states(context: Any) -> dict[str, str]:
+    """The state of every task of this run, by task id."""
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    found = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
+    states = found.get(dag_run.run_id, found) if isinstance(found, dict) else {}
+    return {task: str(getattr(state, "value", state)) for task, state in states.items()}
+
+
+def run_started(context: Any) -> dt.datetime:
+    return context["dag_run"].start_date or dt.datetime.now(dt.UTC)
+
+
+class ProductionApproval(ApprovalOperator):
+    """The production gate: Airflow's own approval operator (Approve / Reject in the UI, the
+    same call over the REST API), with its text, assignees and deadline taken from the run.
+
+    Reject fails the gate (fail_on_reject) and so does no answer in time: either way the run's
+    rollback policy for staging applies and the run ends failed, never quietly succeeded."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            subject="Apply the migration to production?",
+            body="(filled in when the gate opens)",
+            fail_on_reject=True,
+            **kwargs,
+        )
+
+    def execute(self, context: Any) -> Any:
+        run = run_from_context(context)
+        s = run.settings
+        facts = {
+            task: context["ti"].xcom_pull(task_ids=task)
+            for task in ("preflight", "apply_staging", "validate_staging", "capture_db_diff",
+                         "run_assignment_tests")
+        }  # fmt: skip
+        facts["predicted_lock_s"] = predict_production_lock(
+            facts["apply_staging"], facts["preflight"]
+        )
+        self.subject = f"Apply {run.bundle.path.name} to production?"
+        self.body = approval_body(run, facts, str(run.artifacts.root))
+        self.response_timeout = dt.timedelta(hours=s.approval_timeout_h)
+        if s.approvers:
+            self.assigned_users = [{"id": user, "name": user} for user in s.approvers]
+        log.info("approval requested: %s", self.subject)
+        log.info("%s", self.body)
+        return super().execute(context)

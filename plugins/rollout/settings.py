@@ -1,0 +1,167 @@
+"""A run's settings: the DAG's trigger parameters, checked once, before anything is touched.
+
+`PARAM_SCHEMA` is what the trigger form shows and what Airflow validates on trigger;
+`RolloutSettings.from_params` checks what a JSON schema cannot (the bundle exists, the time
+zone is real, the window makes sense) and names the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from rollout.errors import RolloutError
+from rollout.migrations import MigrationBundle, load_bundle
+from rollout.window import MaintenanceWindow, WindowError
+
+
+class SettingsError(RolloutError):
+    """A trigger parameter that cannot be used; the message names it."""
+
+
+# name -> (default, JSON schema, description). The DAG turns these into airflow.sdk.Param.
+PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
+    "version": (
+        "",
+        {"type": "string", "pattern": r"^(\d{14})?$"},
+        "Migration bundle version (14 digits); empty for the newest in sql/migrations/.",
+    ),
+    "staging_conn_id": ("rollout_staging", {"type": "string", "minLength": 1}, "Staging target."),
+    "production_conn_id": (
+        "rollout_production",
+        {"type": "string", "minLength": 1},
+        "Production target.",
+    ),
+    "window_kind": ("once", {"type": "string", "enum": ["once", "daily"]}, "One-off or daily."),
+    "window_start": (
+        "now",
+        {"type": "string", "minLength": 1},
+        "'now' or 'YYYY-MM-DD HH:MM' (once), 'HH:MM' (daily), local to window_timezone.",
+    ),
+    "window_minutes": (120, {"type": "integer", "minimum": 1}, "Length of the window."),
+    "window_timezone": ("UTC", {"type": "string", "minLength": 1}, "e.g. Europe/London."),
+    "on_window_passed": (
+        "fail",
+        {"type": "string", "enum": ["fail", "wait_next"]},
+        "When the lock does not fit what is left: fail, or wait for the next daily window.",
+    ),
+    "lock_timeout_ms": (
+        2000,
+        {"type": "integer", "minimum": 10, "maximum": 600000},
+        "How long one attempt waits for the table lock before it gives way to the application.",
+    ),
+    "lock_retries": (
+        5,
+        {"type": "integer", "minimum": 0, "maximum": 100},
+        "Attempts after the first.",
+    ),
+    "retry_backoff_s": (
+        2.0,
+        {"type": "number", "minimum": 0, "maximum": 600},
+        "Wait before the first retry; doubles each time.",
+    ),
+    "lock_budget_s": (
+        300.0,
+        {"type": "number", "exclusiveMinimum": 0},
+        "Largest predicted production lock time the rollout accepts.",
+    ),
+    "monitor_period_s": (
+        60,
+        {"type": "integer", "minimum": 0, "maximum": 86400},
+        "How long to sample production's queries after the apply.",
+    ),
+    "regression_threshold": (
+        2.0,
+        {"type": "number", "exclusiveMinimum": 1},
+        "A query's median after / before beyond which it counts as regressed.",
+    ),
+    "on_reject": (
+        "rollback_staging",
+        {"type": "string", "enum": ["rollback_staging", "keep_staging"]},
+        "What a rejected (or unanswered) approval does to staging.",
+    ),
+    "on_regression": (
+        "rollback_production",
+        {"type": "string", "enum": ["rollback_production", "keep"]},
+        "What a performance regression in production does.",
+    ),
+    "approvers": (
+        [],
+        {"type": "array", "items": {"type": "string"}},
+        "Airflow user ids allowed to approve; empty: any user with access.",
+    ),
+    "approval_timeout_h": (
+        24.0,
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 720},
+        "No answer within this many hours counts as a rejection.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    bundle: MigrationBundle
+    staging_conn_id: str
+    production_conn_id: str
+    window: MaintenanceWindow
+    lock_timeout_ms: int
+    lock_retries: int
+    retry_backoff_s: float
+    lock_budget_s: float
+    monitor_period_s: int
+    regression_threshold: float
+    on_reject: str
+    on_regression: str
+    approvers: list[str] = field(default_factory=list)
+    approval_timeout_h: float = 24.0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RolloutSettings:
+        _check_schema(params)
+        values = {name: params.get(name, default) for name, (default, _, _) in PARAM_SCHEMA.items()}
+        if values["staging_conn_id"] == values["production_conn_id"]:
+            raise SettingsError(
+                "production_conn_id: staging and production must be two different connections"
+            )
+        try:
+            bundle = load_bundle(values["version"] or None)
+        except RolloutError as exc:
+            raise SettingsError(f"version: {exc}") from None
+        try:
+            window = MaintenanceWindow(
+                kind=values["window_kind"],
+                start=values["window_start"],
+                minutes=values["window_minutes"],
+                timezone=values["window_timezone"],
+                on_passed=values["on_window_passed"],
+            )
+            window.opening(dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
+        except WindowError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls(
+            bundle=bundle,
+            window=window,
+            **{
+                k: v
+                for k, v in values.items()
+                if k not in ("version",) and not k.startswith("window_") and k != "on_window_passed"
+            },
+        )
+
+
+def _check_schema(values: Mapping[str, Any]) -> None:
+    """The same JSON schema Airflow checks on trigger, checked again here: a run triggered with
+    validation off, or a step called by hand, gets the same answer."""
+    schema = {
+        "type": "object",
+        "properties": {name: spec for name, (_, spec, _) in PARAM_SCHEMA.items()},
+        "additionalProperties": False,
+    }
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(values))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "parameters"
+        raise SettingsError(f"{where}: {error.message}")

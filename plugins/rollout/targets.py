@@ -1,0 +1,45 @@
+"""Targets are Airflow connections (`rollout_staging`, `rollout_production` by default): this
+turns one into the libpq DSN the rest of the project takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from rollout.errors import TargetUnavailable
+
+# Connection extras that libpq understands and a hosted database may need.
+LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "options", "target_session_attrs")
+
+
+def dsn_from_connection(conn: Any) -> str:
+    """libpq DSN of an Airflow connection (host may be a socket folder, as the embedded
+    clusters use)."""
+    extras = conn.extra_dejson if conn.extra else {}
+    params = {
+        "host": conn.host,
+        "port": conn.port,
+        "user": conn.login,
+        "password": conn.password,
+        "dbname": conn.schema,
+        **{k: v for k, v in extras.items() if k in LIBPQ_EXTRAS},
+    }
+    return make_conninfo(**{k: v for k, v in params.items() if v not in (None, "")})
+
+
+def resolve_target(conn_id: str) -> str:
+    """The DSN behind an Airflow connection id, or a message that says how to define it."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise TargetUnavailable(
+            f"the Airflow connection {conn_id!r} is not defined: add it under Admin > Connections "
+            f"(type postgres), or set AIRFLOW_CONN_{conn_id.upper()} to its URI or JSON"
+        ) from None
+    if not conn.host and not conn.schema:
+        raise TargetUnavailable(f"the Airflow connection {conn_id!r} names no host or database")
+    return dsn_from_connection(conn)

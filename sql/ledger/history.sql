@@ -1,0 +1,5 @@
+-- Every row of the ledger, oldest first.
+SELECT id, version, checksum, direction, outcome, run_id, actor, started_at, finished_at,
+       duration_s::float8 AS duration_s, lock_s::float8 AS lock_s, detail
+  FROM rollout.ledger
+ ORDER BY id
