@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from rollout import steps
 from rollout.airflow_support import (
     ProductionApproval,
+    fail_task,
     run_from_context,
     run_started,
     settings_from_context,
@@ -45,7 +46,7 @@ with DAG(
             settings_from_context(context)  # a bad parameter fails before any connection
             return steps.preflight(run_from_context(context))
         except RolloutError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise fail_task(context, exc) from exc
 
     @task
     def apply_staging(**context) -> dict:
@@ -63,8 +64,6 @@ with DAG(
     def run_assignment_tests(**context) -> dict:
         return _fail_cleanly(steps.run_assignment_tests, context)
 
-    approve_production = ProductionApproval(task_id="approve_production")
-
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
     def wait_for_window(**context) -> PokeReturnValue:
         """Rescheduled between checks: waiting holds no worker slot."""
@@ -75,11 +74,11 @@ with DAG(
         )
         try:
             decision = steps.check_window(run, predicted, run_started(context))
+            run.say(f"maintenance window: {decision.reason}")
+            if decision.action == "refuse":
+                raise steps.StepFailed(f"{decision.reason}; production untouched")
         except RolloutError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        run.say(f"maintenance window: {decision.reason}")
-        if decision.action == "refuse":
-            raise AirflowFailException(f"{decision.reason}; production untouched")
+            raise fail_task(context, exc) from exc
         return PokeReturnValue(
             is_done=decision.action == "go",
             xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason},
@@ -113,7 +112,7 @@ with DAG(
             and run.settings.on_reject == "keep_staging"
         ):
             raise AirflowSkipException("approval not given; on_reject=keep_staging keeps staging")
-        return _rollback(run, "staging")
+        return _rollback(run, "staging", context)
 
     @task(trigger_rule="one_failed")
     def rollback_production(**context) -> dict:
@@ -127,7 +126,7 @@ with DAG(
             raise AirflowSkipException(
                 "regression found; on_regression=keep leaves production as is"
             )
-        return _rollback(run, "production")
+        return _rollback(run, "production", context)
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
@@ -136,6 +135,8 @@ with DAG(
         states = task_states(context)
         states.pop("report", None)
         facts = {t: context["ti"].xcom_pull(task_ids=t) for t in states}
+        order = context["dag"].task_ids
+        states = dict(sorted(states.items(), key=lambda item: order.index(item[0])))
         summary = steps.write_report(run, states, facts)
         if summary["outcome"] != "succeeded":
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
@@ -144,29 +145,35 @@ with DAG(
     def _fail_cleanly(step, context, *args, **kwargs) -> dict:
         try:
             return step(run_from_context(context), *args, **kwargs)
-        except RolloutError as exc:  # a known failure: no retry, no traceback needed
-            raise AirflowFailException(str(exc)) from exc
+        except RolloutError as exc:  # a known failure: kept for the report, no retry
+            raise fail_task(context, exc) from exc
 
-    def _rollback(run: steps.Run, target: str) -> dict:
+    def _rollback(run: steps.Run, target: str, context) -> dict:
         try:
             result = steps.rollback_target(run, target)
         except RolloutError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise fail_task(context, exc) from exc
         if result["action"] in ROLLBACK_NOT_NEEDED:
             raise AirflowSkipException(f"{target}: nothing to roll back (not changed by this run)")
         return result
 
-    staging_steps = [apply_staging(), validate_staging(), capture_db_diff(), run_assignment_tests()]
-    production_steps = [
+    # The story, in order (tasks are created in this order, which the report follows too).
+    story = [
+        preflight(),
+        apply_staging(),
+        validate_staging(),
+        capture_db_diff(),
+        run_assignment_tests(),
+        ProductionApproval(task_id="approve_production"),
         wait_for_window(),
         baseline_production_perf(),
         apply_production(),
         validate_production(),
         monitor_production_perf(),
     ]
-    story = [preflight(), *staging_steps, approve_production, *production_steps]
     chain(*story)
+    staging_steps, gate, production_steps = story[1:5], story[5], story[8:]
     rollbacks = [rollback_staging(), rollback_production()]
-    [*staging_steps, approve_production] >> rollbacks[0]
-    production_steps[2:] >> rollbacks[1]
+    [*staging_steps, gate] >> rollbacks[0]
+    production_steps >> rollbacks[1]
     [*story, *rollbacks] >> report()

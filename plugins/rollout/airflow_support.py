@@ -37,6 +37,21 @@ def run_artifacts(dag_id: str, run_id: str) -> Any:
     return artifacts_base() / dag_id / safe_run_id(run_id)
 
 
+def fail_task(context: Any, exc: Exception) -> Exception:
+    """The exception that fails a task for a known reason: no retry, and the reason kept in the
+    run's artifacts (failures/<task>.txt) for the report and the person reading it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag_run, task_id = context["dag_run"], context["ti"].task_id
+    try:
+        folder = ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id))
+        folder.write_text(f"failures/{task_id}.txt", f"{exc}\n")
+    except OSError as write_error:  # the reason still reaches the task log below
+        log.warning("could not keep the failure reason: %s", write_error)
+    log.error("%s", exc)
+    return AirflowFailException(str(exc))
+
+
 def settings_from_context(context: Any) -> RolloutSettings:
     return RolloutSettings.from_params(dict(context["params"]))
 

@@ -14,6 +14,7 @@ from typing import Any
 from rollout.airflow_stack import FINISHED, AirflowStack
 from rollout.artifacts import list_tree
 from rollout.demo import TARGETS, prepare_target
+from rollout.steps import headline_artifacts
 
 POLL_S = 2.0
 
@@ -87,6 +88,6 @@ def run_demo(
         if summary.exists():
             print("\n" + summary.read_text().split("\n## Artifacts")[0])
         print(f"Artifacts in {root}:")
-        for name in list_tree(root):
+        for name in headline_artifacts(list_tree(root)):
             print(f"  {name}")
     return 0 if state == "success" else 1

@@ -97,9 +97,11 @@ def preflight(run: Run) -> dict[str, Any]:
                 )
             rows = allocation_rows(conn)
             folder = run.folder(target, "before")
+            # Row counts always (validation compares with them); the schema only while it is
+            # the pre-migration one a rollback must return to.
+            folder.write_json("row-counts.json", table_row_counts(conn))
             if not state.applied:
                 save_snapshot(snapshot_schema(conn), folder, "schema.json")
-                folder.write_json("row-counts.json", table_row_counts(conn))
             result[target] = {
                 "applied": state.applied,
                 "state": state.describe(),
@@ -252,23 +254,31 @@ def validate(run: Run, target: str) -> dict:
 
 def capture_db_diff(run: Run) -> dict:
     """Staging before -> after (what the migration changed) and staging before <-> production
-    now (drift: production must be what staging was, or staging's proof does not carry)."""
+    now (drift: production must be what staging was, or staging's proof does not carry).
+
+    When staging was already migrated before this run there is no "before": the change is
+    reported as such and the drift compares staging and production as they are."""
     from rollout.diff import load_snapshot_text
 
-    before = load_snapshot_text(run.folder("staging", "before").path("schema.json").read_text())
+    saved = run.folder("staging", "before").path("schema.json")
     with run.connect("staging", "diff") as conn:
-        change = write_db_diff(
-            before, conn, run.artifacts, before_label="staging before", after_label="staging after"
-        )
+        if saved.exists():
+            before = load_snapshot_text(saved.read_text())
+            change = write_db_diff(
+                before, conn, run.artifacts, before_label="staging before",
+                after_label="staging after",
+            ).summary()  # fmt: skip
+        else:
+            before = snapshot_schema(conn)
+            change = "none in this run (staging was migrated before it)"
+            run.artifacts.write_text("db-diff.txt", f"db-diff: {change}\n")
     with run.connect("production", "diff") as conn:
         drift = write_db_diff(
             before, conn, run.artifacts, before_label="staging before",
             after_label="production now", filename="drift-db-diff.txt",
         )  # fmt: skip
-    run.say(
-        f"db-diff: staging change {change.summary()}; staging/production drift {drift.summary()}"
-    )
-    return {"change": change.summary(), "drift": drift.summary(), "drift_empty": drift.is_empty}
+    run.say(f"db-diff: staging change {change}; staging/production drift {drift.summary()}")
+    return {"change": change, "drift": drift.summary(), "drift_empty": drift.is_empty}
 
 
 def run_assignment_tests(run: Run) -> dict:
@@ -460,9 +470,10 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
         "|---|---|---|",
     ]
     for task, state in states.items():
-        note = facts.get(task)
+        failure = run.artifacts.path(f"failures/{task}.txt")
+        note = failure.read_text().strip() if failure.exists() else facts.get(task)
         lines.append(f"| {task} | {state} | {_note(note)} |")
-    lines += ["", "## Artifacts", ""] + [f"- [{f}]({f})" for f in files] + [""]
+    lines += ["", "## Artifacts", ""] + [f"- [{f}]({f})" for f in headline_artifacts(files)] + [""]
     markdown = "\n".join(lines)
     run.artifacts.write_text("summary.md", markdown)
     run.artifacts.write_text("summary.html", _html(markdown, files, outcome))
@@ -470,16 +481,28 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     return {"outcome": outcome, "artifacts": files}
 
 
+def headline_artifacts(files: list[str]) -> list[str]:
+    """The files a person opens: Data Docs as their index page, not their hundred assets."""
+    return [f for f in files if "/data-docs/" not in f or f.endswith("data-docs/index.html")]
+
+
 def run_outcome(states: dict[str, str]) -> str:
-    failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+    """One phrase for how the run ended, from its tasks' states."""
+    failed = [t for t, s in states.items() if s == "failed"]
+    first = f" after {failed[0]} failed" if failed else ""
     if states.get("rollback_production") == "success":
-        return "rolled back in production"
-    if states.get("rollback_staging") == "success" and failed:
-        return "failed; staging rolled back"
-    if states.get("approve_production") in ("failed",):
-        return "rejected or not approved in time; production untouched"
+        return f"rolled back in production{first}"
+    if states.get("approve_production") == "failed":
+        rolled = (
+            "staging rolled back"
+            if states.get("rollback_staging") == "success"
+            else ("staging left applied")
+        )
+        return f"not approved (rejected or timed out); production untouched, {rolled}"
+    if states.get("rollback_staging") == "success":
+        return f"failed on staging{first}; staging rolled back; production untouched"
     if failed:
-        return f"failed at {failed[0]}"
+        return f"failed{first}"
     if states.get("monitor_production_perf") == "success":
         return "succeeded"
     return "incomplete"
@@ -492,7 +515,7 @@ def _note(note: Any) -> str:
         text = ", ".join(f"{k}: {v}" for k, v in note.items() if not isinstance(v, (dict, list)))
     else:
         text = str(note)
-    return text.replace("|", "/")[:200]
+    return text.replace("|", "/").replace("\n", " ")[:300]
 
 
 def _html(markdown: str, files: list[str], outcome: str) -> str:

@@ -1,0 +1,40 @@
+"""Trigger parameters: defaults make a valid run; each bad value is refused naming its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from rollout.settings import RolloutSettings, SettingsError
+
+
+def test_defaults_make_a_run_of_the_newest_bundle():
+    settings = RolloutSettings.from_params({})
+    assert settings.bundle.version == "20251113203000"
+    assert (settings.staging_conn_id, settings.production_conn_id) == (
+        "rollout_staging",
+        "rollout_production",
+    )
+    assert settings.window.start == "now" and settings.on_reject == "rollback_staging"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"window_minutes": 0}, "window_minutes"),
+        ({"window_timezone": "Mars/Olympus"}, "window_timezone"),
+        ({"window_kind": "daily", "window_start": "25:61"}, "window_start"),
+        ({"window_start": "tomorrow-ish"}, "window_start"),
+        ({"version": "123"}, "version"),
+        ({"version": "20990101000000"}, "version"),
+        ({"lock_retries": "five"}, "lock_retries"),
+        ({"regression_threshold": 1}, "regression_threshold"),
+        ({"on_reject": "shrug"}, "on_reject"),
+        ({"approvers": [1]}, "approvers"),
+        ({"production_conn_id": "rollout_staging"}, "production_conn_id"),
+        ({"on_window_passed": "wait_next"}, "on_window_passed"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_a_bad_parameter_is_refused_by_name(params, field):
+    with pytest.raises(SettingsError, match=field):
+        RolloutSettings.from_params(params)
