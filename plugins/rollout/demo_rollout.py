@@ -17,6 +17,11 @@ from rollout.demo import TARGETS, prepare_target
 from rollout.steps import headline_artifacts
 
 POLL_S = 2.0
+# Airflow 3.3 race, seen here: an answer that lands before the scheduler has processed the
+# executor's "workload finished" event of the parked task re-queues the task, and the late
+# event then marks it failed ("finished with state success, but the task instance's state
+# attribute is queued"). A person never clicks that fast; the demo waits as long as one would.
+APPROVAL_GRACE_S = 5.0
 
 
 def start_stack(
@@ -43,13 +48,17 @@ def follow_run(
     seen: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
     answered = False
+    awaiting_since: float | None = None
     while time.monotonic() < deadline:
         states = stack.task_states(run_id)
         for task, state in states.items():
             if state and seen.get(task) != state:
                 say(f"  {task:<26} {state}")
         seen = states
-        if approve and not answered and states.get("approve_production") == "awaiting_input":
+        if states.get("approve_production") == "awaiting_input" and awaiting_since is None:
+            awaiting_since = time.monotonic()
+        ready = awaiting_since is not None and time.monotonic() - awaiting_since >= APPROVAL_GRACE_S
+        if approve and not answered and ready:
             pending = stack.pending_approval(run_id)
             if pending:
                 say(f"approval waiting: {pending.get('subject')}")

@@ -1,0 +1,166 @@
+"""The rollout DAG run by a real Airflow against real PostgreSQL, the approval answered through
+the HITL REST API (the call the UI's Approve and Reject buttons make)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rollout import db, ledger
+from rollout.airflow_support import safe_run_id
+from rollout.demo_rollout import follow_run
+
+pytestmark = pytest.mark.slow
+
+STORY = [
+    "preflight", "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
+    "approve_production", "wait_for_window", "baseline_production_perf", "apply_production",
+    "validate_production", "monitor_production_perf",
+]  # fmt: skip
+
+
+def conf(scenario: str, **params) -> dict:
+    return {"staging_conn_id": f"s_{scenario}", "production_conn_id": f"p_{scenario}",
+            "monitor_period_s": 0, "lock_retries": 1, "retry_backoff_s": 0.5, **params}  # fmt: skip
+
+
+def artifacts(airflow, run_id: str) -> Path:
+    return (
+        Path(airflow.extra_env["ROLLOUT_ARTIFACTS_URL"].removeprefix("file://"))
+        / ("migration_rollout")
+        / safe_run_id(run_id)
+    )
+
+
+def run(airflow, params: dict, approve: str | None = "Approve") -> tuple[str, str, dict]:
+    run_id = airflow.trigger(params)
+    state, states = follow_run(airflow, run_id, lambda _m: None, approve=approve, timeout_s=600)
+    return run_id, state, states
+
+
+def explain(airflow, run_id: str, states: dict) -> str:
+    """For a failed assertion: the tasks that did not succeed and the reasons they kept."""
+    failures = artifacts(airflow, run_id) / "failures"
+    reasons = (
+        {f.stem: f.read_text().strip() for f in failures.glob("*.txt")} if failures.exists() else {}
+    )
+    return str({t: s for t, s in states.items() if s != "success"}) + " " + str(reasons)
+
+
+def migrated(dsn: str) -> bool:
+    with db.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT to_regclass('public.booking_confirmation_results') IS NOT NULL"
+        ).fetchone()[0]
+
+
+def outcomes(dsn: str) -> list[str]:
+    with db.connect(dsn) as conn:
+        return [row["outcome"] for row in ledger.history(conn)]
+
+
+def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
+    targets = e2e_targets["happy"]
+    # The migration's own query regression is the regression scenario's subject; here a
+    # threshold far above it lets the run show the path to success.
+    run_id, state, states = run(airflow, conf("happy", regression_threshold=100))
+    assert state == "success", explain(airflow, run_id, states)
+    assert all(states[task] == "success" for task in [*STORY, "report"])
+    assert states["rollback_staging"] == states["rollback_production"] == "skipped"
+    assert migrated(targets["staging"]) and migrated(targets["production"])
+    assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
+
+    folder = artifacts(airflow, run_id)
+    for name in ["db-diff.txt", "drift-db-diff.txt", "summary.md", "summary.html",
+                 "staging/validation/data-docs/index.html",
+                 "staging/assignment/assignment-junit.xml",
+                 "production/perf/perf-monitor.png", "production/perf/perf-monitor.md"]:  # fmt: skip
+        assert (folder / name).is_file(), name
+    assert "objects: 23 added, 3 removed, 1 changed" in (folder / "db-diff.txt").read_text()
+    assert "# Rollout 20251113203000: succeeded" in (folder / "summary.md").read_text()
+    approval = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"][0]
+    assert approval["chosen_options"] == ["Approve"]
+    assert approval["responded_by_user"]["name"] == "admin"
+    assert "predicted lock on allocations" in approval["body"]
+
+    run_id, again, states = run(airflow, conf("happy", regression_threshold=100))
+    assert again == "success", explain(airflow, run_id, states)
+    assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
+
+
+def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(airflow, e2e_targets):
+    targets = e2e_targets["reject"]
+    run_id, state, states = run(airflow, conf("reject"), approve="Reject")
+    assert state == "failed"
+    assert states["approve_production"] == "failed"
+    assert states["rollback_staging"] == "success"
+    assert states["apply_production"] in ("upstream_failed", "skipped")
+    assert not migrated(targets["production"]) and outcomes(targets["production"]) == []
+    assert not migrated(targets["staging"])
+    assert outcomes(targets["staging"]) == ["applied", "rolled_back"]
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert (
+        "not approved (rejected or timed out); production untouched, staging rolled back" in summary
+    )
+
+
+def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets):
+    targets = e2e_targets["bad_staging"]
+    with db.connect(targets["staging"]) as conn:  # an event type the application never emits
+        conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.unknown')")
+    run_id, state, states = run(airflow, conf("bad_staging"))
+    assert state == "failed"
+    assert states["validate_staging"] == "failed" and states["rollback_staging"] == "success"
+    assert not migrated(targets["staging"]) and not migrated(targets["production"])
+    failure = (artifacts(airflow, run_id) / "failures" / "validate_staging.txt").read_text()
+    assert "capacity_outbox" in failure
+
+
+def test_production_regression_rolls_production_back(airflow, e2e_targets):
+    targets = e2e_targets["regression"]
+    run_id, state, states = run(airflow, conf("regression"))
+    assert state == "failed"
+    assert states["monitor_production_perf"] == "failed"
+    assert states["rollback_production"] == "success"
+    assert not migrated(targets["production"])
+    assert outcomes(targets["production"]) == ["applied", "rolled_back"]
+    assert migrated(targets["staging"])  # staging keeps the approved change
+    report = (artifacts(airflow, run_id) / "production/perf/perf-monitor.md").read_text()
+    assert "REGRESSION" in report and "| availability |" in report
+
+
+def test_lock_contention_in_production_fails_cleanly(airflow, e2e_targets):
+    targets = e2e_targets["contention"]
+    with db.connect(targets["production"], autocommit=False) as holder:
+        holder.execute("LOCK TABLE public.allocations IN ACCESS SHARE MODE")
+        run_id, state, states = run(airflow, conf("contention", lock_timeout_ms=200))
+        holder.rollback()
+    assert state == "failed"
+    assert states["apply_production"] == "failed"
+    assert states["rollback_production"] == "skipped"  # nothing committed, nothing to undo
+    assert not migrated(targets["production"]) and outcomes(targets["production"]) == ["failed"]
+    failure = (artifacts(airflow, run_id) / "failures" / "apply_production.txt").read_text()
+    assert "not granted" in failure and "unchanged" in failure
+
+
+def test_bad_parameters_and_a_missing_connection_fail_before_any_change(airflow, e2e_targets):
+    targets = e2e_targets["params"]
+    refused = airflow.request(
+        "POST", "/api/v2/dags/migration_rollout/dagRuns",
+        json={"conf": conf("params", window_minutes=0), "logical_date": None},
+    )  # fmt: skip
+    assert refused.status_code == 400 and "window_minutes" in refused.text
+
+    run_id, state, states = run(airflow, conf("params", window_timezone="Mars/Olympus"))
+    assert state == "failed" and states["preflight"] == "failed"
+    failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
+    assert "window_timezone" in failure
+
+    run_id, state, states = run(airflow, conf("params", production_conn_id="missing_conn"))
+    assert state == "failed" and states["preflight"] == "failed"
+    failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
+    assert "'missing_conn' is not defined" in failure
+    assert not migrated(targets["staging"]) and outcomes(targets["staging"]) == []
