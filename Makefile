@@ -4,15 +4,18 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 
-.PHONY: install demo test test-fast lint stop bench-seed bench-validation
+.PHONY: install demo up test test-fast lint stop bench-seed bench-validation bench-probes bench-locktime
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	@$(UV) sync --frozen --quiet
 
-demo: install  ## start and seed the staging and production databases, print their DSNs
+demo: install  ## the whole rollout: seed staging and production, run the DAG on Airflow, list artifacts
 	@$(UV) run --frozen python -m rollout demo --allocations $(ALLOCATIONS)
+
+up: install  ## the demo databases and a local Airflow UI, to trigger and approve by hand
+	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS)
 
 test: install lint  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
 	@$(UV) run --frozen pytest
@@ -32,3 +35,9 @@ bench-seed: install  ## seed 1,000,000 allocations into a scratch database and r
 
 bench-validation: install  ## time the post-migration validation on 1,000,000 allocations
 	@$(UV) run --frozen python benchmarks/validation.py --allocations 1000000
+
+bench-probes: install  ## the allocation query probes before and after the up, 1,000,000 allocations
+	@$(UV) run --frozen python benchmarks/probes.py --allocations 1000000
+
+bench-locktime: install  ## lock time at 100k and 1M allocations, and the prediction's error
+	@$(UV) run --frozen python benchmarks/locktime.py --small 100000 --large 1000000

@@ -20,6 +20,7 @@ from rollout.targets import resolve_target
 
 log = logging.getLogger("rollout")
 
+URL_PREFIX = "/rollout"  # where the plugin serves the artifact pages (rollout_plugin.py)
 ARTIFACTS_URL_ENV = "ROLLOUT_ARTIFACTS_URL"  # e.g. s3://bucket/rollouts (needs its provider)
 
 
@@ -50,6 +51,18 @@ def fail_task(context: Any, exc: Exception) -> Exception:
         log.warning("could not keep the failure reason: %s", write_error)
     log.error("%s", exc)
     return AirflowFailException(str(exc))
+
+
+def run_page_path(dag_id: str, run_id: str) -> str:
+    return f"{URL_PREFIX}/runs/{dag_id}/{run_id}/"
+
+
+def run_page_url(dag_id: str, run_id: str) -> str:
+    """The run's artifact page as a person opens it ([api] base_url in front)."""
+    from airflow.sdk.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{run_page_path(dag_id, run_id)}"
 
 
 def settings_from_context(context: Any) -> RolloutSettings:
@@ -114,7 +127,8 @@ class ProductionApproval(ApprovalOperator):
             facts["apply_staging"], facts["preflight"]
         )
         self.subject = f"Apply {run.bundle.path.name} to production?"
-        self.body = approval_body(run, facts, str(run.artifacts.root))
+        dag_run = context["dag_run"]
+        self.body = approval_body(run, facts, run_page_url(dag_run.dag_id, dag_run.run_id))
         self.response_timeout = dt.timedelta(hours=s.approval_timeout_h)
         if s.approvers:
             self.assigned_users = [{"id": user, "name": user} for user in s.approvers]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rollout import db, ledger
@@ -85,6 +86,21 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
     assert approval["chosen_options"] == ["Approve"]
     assert approval["responded_by_user"]["name"] == "admin"
     assert "predicted lock on allocations" in approval["body"]
+    page = f"/rollout/runs/migration_rollout/{run_id}/"
+    assert page in approval["body"]
+
+    # The artifacts in the UI: the run's page and its files, behind Airflow's auth.
+    listing = airflow.request("GET", page)
+    assert listing.status_code == 200 and "db-diff.txt" in listing.text
+    assert "data-docs/index.html" in listing.text and "static/fonts" not in listing.text
+    diff = airflow.request("GET", page + "files/db-diff.txt")
+    assert diff.status_code == 200 and diff.text.startswith("db-diff: staging before")
+    assert httpx.get(airflow.url + page).status_code in (401, 403)
+    assert airflow.request("GET", page + "files/%2E%2E/%2E%2E/secret").status_code == 400
+    links = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/taskInstances/preflight/links"
+    ).json()
+    assert links["extra_links"]["Rollout artifacts"].endswith(page)
 
     run_id, again, states = run(airflow, conf("happy", regression_threshold=100))
     assert again == "success", explain(airflow, run_id, states)
