@@ -26,6 +26,9 @@ SCENARIOS = {
     "regression": 20000,
     "contention": 3000,
     "params": 3000,
+    "timeout": 3000,
+    "window": 3000,
+    "blocked": 3000,
 }
 
 

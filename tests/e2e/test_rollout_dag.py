@@ -3,6 +3,8 @@ the HITL REST API (the call the UI's Approve and Reject buttons make)."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import httpx
@@ -10,7 +12,7 @@ import pytest
 
 from rollout import db, ledger
 from rollout.airflow_support import safe_run_id
-from rollout.demo_rollout import follow_run
+from rollout.demo_rollout import APPROVAL_GRACE_S, follow_run
 
 pytestmark = pytest.mark.slow
 
@@ -180,3 +182,52 @@ def test_bad_parameters_and_a_missing_connection_fail_before_any_change(airflow,
     failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
     assert "'missing_conn' is not defined" in failure
     assert not migrated(targets["staging"]) and outcomes(targets["staging"]) == []
+
+
+def test_no_answer_in_time_counts_as_a_rejection(airflow, e2e_targets):
+    targets = e2e_targets["timeout"]
+    run_id, state, states = run(airflow, conf("timeout", approval_timeout_h=0.001), approve=None)
+    assert state == "failed"
+    assert states["approve_production"] == "failed" and states["rollback_staging"] == "success"
+    assert not migrated(targets["production"]) and not migrated(targets["staging"])
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert "not approved (rejected or timed out)" in summary
+
+
+def test_a_passed_window_leaves_production_untouched(airflow, e2e_targets):
+    targets = e2e_targets["window"]
+    run_id, state, states = run(airflow, conf("window", window_start="2020-01-01 02:00"))
+    assert state == "failed"
+    assert states["wait_for_window"] == "failed"
+    assert states["apply_production"] == "upstream_failed"
+    assert not migrated(targets["production"]) and migrated(targets["staging"])
+    failure = (artifacts(airflow, run_id) / "failures" / "wait_for_window.txt").read_text()
+    assert "has passed" in failure and "production untouched" in failure
+
+
+def test_a_rollback_blocked_by_data_fails_with_the_report_and_deletes_nothing(airflow, e2e_targets):
+    targets = e2e_targets["blocked"]
+    run_id = airflow.trigger(conf("blocked"))
+    airflow.wait_until(
+        lambda: airflow.task_states(run_id).get("approve_production") == "awaiting_input",
+        300, "the gate",
+    )  # fmt: skip
+    with db.connect(targets["staging"]) as conn:
+        # While the gate waits, the application books a hold over a confirmed table: legal
+        # under the new constraint, fatal to the old one that a rollback restores.
+        conn.execute(
+            'INSERT INTO allocations (restaurant_id, resource_type, resource_id, "window", shadow) '
+            'SELECT restaurant_id, resource_type, resource_id, "window", true '
+            "FROM allocations WHERE NOT shadow LIMIT 1"
+        )
+        before = conn.execute("SELECT count(*) FROM allocations").fetchone()[0]
+    time.sleep(APPROVAL_GRACE_S)
+    airflow.answer(run_id, "Reject")
+    state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=300)
+    assert state == "failed" and states["rollback_staging"] == "failed"
+    folder = artifacts(airflow, run_id)
+    assert len(json.loads((folder / "staging/rollback/down-conflicts.json").read_text())) == 1
+    assert "nothing was deleted" in (folder / "failures/rollback_staging.txt").read_text()
+    assert migrated(targets["staging"]) and outcomes(targets["staging"]) == ["applied", "refused"]
+    with db.connect(targets["staging"]) as conn:
+        assert conn.execute("SELECT count(*) FROM allocations").fetchone()[0] == before
