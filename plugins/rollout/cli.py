@@ -55,7 +55,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.prepare_only:
         from rollout.demo_rollout import run_demo
 
-        conf = {"monitor_period_s": args.monitor_period, "lock_retries": 3}
+        conf = {
+            "monitor_period_s": args.monitor_period,
+            "regression_threshold": args.regression_threshold,
+        }
         return run_demo(allocations=args.allocations, seed=args.seed, conf=conf, say=_say)
     _say(f"preparing {', '.join(TARGETS)} ({args.allocations:,} allocations each)")
     targets = [
@@ -228,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prepare-only", action="store_true", help="only start and seed the two databases"
     )
     p.add_argument("--monitor-period", type=int, default=20, help="seconds of monitoring")
+    p.add_argument(
+        "--regression-threshold",
+        type=_ratio,
+        default=probes.DEFAULT_THRESHOLD,
+        help="median after/before beyond which a probe counts as regressed",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("up", help="the demo databases and a local Airflow UI to run it by hand")
