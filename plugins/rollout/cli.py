@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -316,12 +317,26 @@ def _quiet_structlog() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
+def _interrupt_on_sigterm() -> None:
+    """A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the Airflow processes the
+    command started are stopped on the way out instead of left running."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     _quiet_structlog()
+    _interrupt_on_sigterm()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except RolloutError as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rollout: interrupted", file=sys.stderr)
+        return 130
