@@ -117,10 +117,16 @@ class AirflowStack:
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         say(f"airflow: started {', '.join(COMPONENTS)}; waiting for {self.url}")
-        self.wait_until(
-            self._healthy, timeout, "the api-server to answer and the scheduler to beat"
-        )
-        self.wait_until(lambda: self._dag_parsed(DAG_ID), timeout, f"the DAG {DAG_ID} to be parsed")
+        try:
+            self.wait_until(
+                self._healthy, timeout, "the api-server to answer and the scheduler to beat"
+            )
+            self.wait_until(
+                lambda: self._dag_parsed(DAG_ID), timeout, f"the DAG {DAG_ID} to be parsed"
+            )
+        except BaseException:
+            self.stop()  # never leave half a stack running
+            raise
 
     def stop(self) -> None:
         for proc in self.processes.values():
