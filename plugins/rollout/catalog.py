@@ -63,6 +63,12 @@ def run_catalog_checks(conn: psycopg.Connection, spec_path: Path) -> list[Catalo
             label = f"{gone['kind']} {gone['name']} is gone"
         check(label, not present, "still present" if present else "absent")
 
+    for kept in spec.get("present", []):
+        present = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (kept["name"],)).fetchone()[0]
+        check(
+            f"{kept['kind']} {kept['name']} is kept", present, "present" if present else "missing"
+        )
+
     for want in spec.get("row_level_security", []):
         rows = _one(conn, "policy_facts.sql", {"table": want["table"], "policy": want["policy"]})
         got = rows[0] if rows else {}

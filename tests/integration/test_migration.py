@@ -72,7 +72,6 @@ def test_up_changes_exactly_what_domain_lists(fresh_db):
     assert removed == {
         ("constraint", "public.allocations.allocations_resource_window_excl"),
         ("index", "public.allocations_resource_window_excl"),
-        ("index", "public.allocations_resource_window_idx"),
     }
     assert changed == {
         (

@@ -1,7 +1,8 @@
 -- 20251113203000_capacity_overlap_and_confirm_cache — down
 --
 -- Restores the baseline exactly: the old constraint (no tenant column, no shadow filter,
--- INITIALLY DEFERRED), its GiST index, the old confirm function, no cache table.
+-- INITIALLY DEFERRED), the old confirm function, no cache table. (The up keeps the GiST
+-- index allocations_resource_window_idx, so there is nothing to restore there.)
 --
 -- After the up, shadow allocations may legitimately overlap real ones (and two tenants
 -- may share a resource id); the old constraint would then fail. This script refuses by
@@ -117,8 +118,5 @@ EXCEPTION WHEN exclusion_violation THEN
               HINT = 'list them with sql/migrations/20251113203000_capacity_overlap_and_confirm_cache/checks/down_conflicts.sql; resolve them or keep the migration';
 END
 $restore$;
-
-CREATE INDEX allocations_resource_window_idx
-    ON public.allocations USING gist (resource_type, resource_id, "window");
 
 COMMIT;

@@ -20,8 +20,8 @@ BEGIN
                 AND conname = 'allocations_resource_window_excl') THEN
         RAISE EXCEPTION 'verify up: the old constraint allocations_resource_window_excl is still there' USING ERRCODE = 'RV001';
     END IF;
-    IF to_regclass('public.allocations_resource_window_idx') IS NOT NULL THEN
-        RAISE EXCEPTION 'verify up: the redundant index allocations_resource_window_idx is still there' USING ERRCODE = 'RV001';
+    IF to_regclass('public.allocations_resource_window_idx') IS NULL THEN
+        RAISE EXCEPTION 'verify up: index allocations_resource_window_idx is missing (the up keeps it)' USING ERRCODE = 'RV001';
     END IF;
     IF NOT coalesce((SELECT relrowsecurity FROM pg_class
                       WHERE oid = to_regclass('public.booking_confirmation_results')), false) THEN
