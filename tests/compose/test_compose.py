@@ -1,0 +1,131 @@
+"""docker-compose.yml, checked without a Docker engine (none runs on our machines): it parses,
+has every service the README names with pinned images, health checks and start order, gives
+the DAG the connections it expects, and the seed script it mounts is the project's own and
+lays down exactly what `make demo` does (run here against real PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from rollout import db
+from rollout.baseline import apply_baseline
+from rollout.checksums import table_checksums
+from rollout.clusters import client_binary
+from rollout.paths import PROJECT_ROOT
+from rollout.seed import SEED_TABLES, seed_database
+from rollout.settings import PARAM_SCHEMA
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+SERVICES = [
+    "airflow-metadata", "staging-db", "production-db", "airflow-init", "airflow-apiserver",
+    "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def locked_version(package: str) -> str:
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
+    return next(p["version"] for p in lock["package"] if p["name"] == package)
+
+
+def test_every_service_named_in_the_readme_exists(compose):
+    assert sorted(compose["services"]) == sorted(SERVICES)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for service in SERVICES:
+        assert f"`{service}`" in readme, f"README does not name {service}"
+
+
+def test_images_are_pinned_and_airflow_matches_the_lock(compose):
+    for name, service in compose["services"].items():
+        image = service["image"]
+        _, _, tag = image.partition(":")
+        assert tag and tag != "latest" and re.match(r"\d+\.\d+", tag), f"{name}: {image}"
+    dockerfile = (PROJECT_ROOT / "compose" / "Dockerfile").read_text()
+    airflow = locked_version("apache-airflow")
+    assert f"FROM apache/airflow:{airflow}-python3.11" in dockerfile
+    assert compose["services"]["staging-db"]["image"].startswith("postgres:15.")
+
+
+def test_start_order_and_health_checks(compose):
+    services = compose["services"]
+    for name in SERVICES:
+        if name != "airflow-init":
+            assert "healthcheck" in services[name], f"{name} has no health check"
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer"):  # fmt: skip
+        depends = services[name]["depends_on"]
+        assert depends["airflow-init"]["condition"] == "service_completed_successfully"
+        for db_service in ("airflow-metadata", "staging-db", "production-db"):
+            assert depends[db_service]["condition"] == "service_healthy"
+
+
+def test_the_dag_gets_the_connections_and_folders_it_expects(compose):
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        service = compose["services"][name]
+        env = service["environment"]
+        for target in ("staging", "production"):
+            conn_id = PARAM_SCHEMA[f"{target}_conn_id"][0]
+            value = env[f"AIRFLOW_CONN_{conn_id.upper()}"]
+            assert f"@{target}-db:5432/booking" in value
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+        for folder in ("dags", "plugins", "sql", "expectations"):
+            assert mounts[f"/opt/rollout/{folder}"] == f"./{folder}"
+            assert (PROJECT_ROOT / folder).is_dir()
+        assert mounts["/opt/rollout/artifacts"] == "artifacts"  # the named volume
+        assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/rollout/dags"
+    assert "artifacts" in compose["volumes"]
+
+
+def test_the_targets_mount_the_projects_own_seed_script(compose):
+    for target in ("staging-db", "production-db"):
+        volumes = compose["services"][target]["volumes"]
+        assert "./compose/initdb:/docker-entrypoint-initdb.d:ro" in volumes
+        assert "./sql:/rollout/sql:ro" in volumes
+    assert sorted(p.name for p in (PROJECT_ROOT / "compose" / "initdb").iterdir()) == [
+        "10-rollout.sh"
+    ]
+
+
+def test_the_seed_script_lays_down_what_make_demo_does(make_database):
+    """The entrypoint script, run as the postgres image runs it, against an empty database,
+    gives the same rows as the project's own baseline + seed with the same settings."""
+    by_script = make_database(baseline=False)
+    params = conninfo_to_dict(by_script)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(client_binary('psql')).parent}:{os.environ['PATH']}",
+        "POSTGRES_USER": params.get("user", "postgres"),
+        "POSTGRES_DB": params["dbname"],
+        "PGHOST": params.get("host", ""),
+        "PGPORT": str(params.get("port", "5432")),
+        "ROLLOUT_SQL_DIR": str(PROJECT_ROOT / "sql"),
+        "ROLLOUT_SEED_ALLOCATIONS": "3000",
+        "ROLLOUT_SEED": "42",
+        "ROLLOUT_SEED_ANCHOR": "2026-12-01",
+    }
+    script = PROJECT_ROOT / "compose" / "initdb" / "10-rollout.sh"
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "rollout: target ready" in done.stdout
+
+    by_project = make_database(baseline=False)
+    with db.connect(by_project) as conn:
+        apply_baseline(conn)
+        seed_database(conn, 3000, seed=42, anchor=dt.date(2026, 12, 1))
+    with db.connect(by_script) as a, db.connect(by_project) as b:
+        assert table_checksums(a, SEED_TABLES) == table_checksums(b, SEED_TABLES)
+        extensions = {row[0] for row in a.execute("SELECT extname FROM pg_extension")}
+    assert {"btree_gist", "pg_stat_statements"} <= extensions
