@@ -4,7 +4,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 
-.PHONY: install demo up test test-fast lint stop bench-seed bench-validation bench-probes bench-locktime
+.PHONY: install browser demo up test test-fast lint stop bench-seed bench-validation bench-probes bench-locktime
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -17,11 +17,21 @@ demo: install  ## the whole rollout: seed staging and production, run the DAG on
 up: install  ## the demo databases and a local Airflow UI, to trigger and approve by hand
 	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS)
 
-test: install lint  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
+test: install lint browser  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
 	@$(UV) run --frozen pytest
 
 test-fast: install  ## everything but the tests marked slow
 	@$(UV) run --frozen pytest -m "not slow"
+
+browser:  ## Debian's Chromium for the browser test, where it can be installed (root, apt-get)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	      || echo "browser test: apt-get could not install chromium; the test is skipped, the rest runs"; \
+	  else \
+	    echo "browser test: no Chromium, and installing it needs root and apt-get (apt-get install chromium); the test is skipped, the rest runs"; \
+	  fi; }
 
 lint: install
 	@$(UV) run --frozen ruff check .

@@ -26,8 +26,8 @@ class SettingsError(RolloutError):
 # name -> (default, JSON schema, description). The DAG turns these into airflow.sdk.Param.
 PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
     "version": (
-        "",
-        {"type": "string", "pattern": r"^(\d{14})?$"},
+        None,  # None, not "": the trigger form treats an empty string as a missing value
+        {"type": ["null", "string"], "pattern": r"^\d{14}$"},
         "Migration bundle version (14 digits); empty for the newest in sql/migrations/.",
     ),
     "staging_conn_id": ("rollout_staging", {"type": "string", "minLength": 1}, "Staging target."),
@@ -90,8 +90,8 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         "What a performance regression in production does.",
     ),
     "approvers": (
-        [],
-        {"type": "array", "items": {"type": "string"}},
+        None,  # "null" in the type: the trigger form lets an optional field stay empty
+        {"type": ["null", "array"], "items": {"type": "string"}},
         "Airflow user ids allowed to approve; empty: any user with access.",
     ),
     "approval_timeout_h": (
@@ -142,6 +142,7 @@ class RolloutSettings:
             window.opening(dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
         except WindowError as exc:
             raise SettingsError(str(exc)) from None
+        values["approvers"] = values["approvers"] or []
         return cls(
             bundle=bundle,
             window=window,

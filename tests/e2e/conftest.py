@@ -29,6 +29,7 @@ SCENARIOS = {
     "timeout": 3000,
     "window": 3000,
     "blocked": 3000,
+    "browser": 3000,
 }
 
 
