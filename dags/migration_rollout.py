@@ -17,6 +17,7 @@ from rollout.airflow_support import (
     fail_task,
     run_from_context,
     run_started,
+    run_step,
     settings_from_context,
     task_states,
 )
@@ -50,19 +51,19 @@ with DAG(
 
     @task
     def apply_staging(**context) -> dict:
-        return _fail_cleanly(steps.apply_target, context, "staging")
+        return run_step(steps.apply_target, context, "staging")
 
     @task
     def validate_staging(**context) -> dict:
-        return _fail_cleanly(steps.validate, context, "staging")
+        return run_step(steps.validate, context, "staging")
 
     @task
     def capture_db_diff(**context) -> dict:
-        return _fail_cleanly(steps.capture_db_diff, context)
+        return run_step(steps.capture_db_diff, context)
 
     @task
     def run_assignment_tests(**context) -> dict:
-        return _fail_cleanly(steps.run_assignment_tests, context)
+        return run_step(steps.run_assignment_tests, context)
 
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
     def wait_for_window(**context) -> PokeReturnValue:
@@ -86,21 +87,21 @@ with DAG(
 
     @task
     def baseline_production_perf(**context) -> dict:
-        return _fail_cleanly(steps.baseline_production_perf, context)
+        return run_step(steps.baseline_production_perf, context)
 
     @task
     def apply_production(**context) -> dict:
         window = context["ti"].xcom_pull(task_ids="wait_for_window")
         timeout = steps.production_statement_timeout(window["predicted_lock_s"])
-        return _fail_cleanly(steps.apply_target, context, "production", statement_timeout_s=timeout)
+        return run_step(steps.apply_target, context, "production", statement_timeout_s=timeout)
 
     @task
     def validate_production(**context) -> dict:
-        return _fail_cleanly(steps.validate, context, "production")
+        return run_step(steps.validate, context, "production")
 
     @task
     def monitor_production_perf(**context) -> dict:
-        return _fail_cleanly(steps.monitor_production_perf, context)
+        return run_step(steps.monitor_production_perf, context)
 
     @task(trigger_rule="one_failed")
     def rollback_staging(**context) -> dict:
@@ -141,12 +142,6 @@ with DAG(
         if summary["outcome"] != "succeeded":
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
         return summary
-
-    def _fail_cleanly(step, context, *args, **kwargs) -> dict:
-        try:
-            return step(run_from_context(context), *args, **kwargs)
-        except RolloutError as exc:  # a known failure: kept for the report, no retry
-            raise fail_task(context, exc) from exc
 
     def _rollback(run: steps.Run, target: str, context) -> dict:
         try:

@@ -65,6 +65,25 @@ def run_page_url(dag_id: str, run_id: str) -> str:
     return f"{base}{run_page_path(dag_id, run_id)}"
 
 
+def run_step(context: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one step of rollout.steps for this task: say what it does and how long it took;
+    a known failure (RolloutError) fails the task with its reason kept, without retry."""
+    import time
+
+    from rollout.errors import RolloutError
+
+    task_id = context["ti"].task_id
+    started = time.monotonic()
+    log.info("%s: starting", task_id)
+    try:
+        result = step(run_from_context(context), *args, **kwargs)
+    except RolloutError as exc:
+        log.info("%s: failed after %.1f s", task_id, time.monotonic() - started)
+        raise fail_task(context, exc) from exc
+    log.info("%s: done in %.1f s", task_id, time.monotonic() - started)
+    return result
+
+
 def settings_from_context(context: Any) -> RolloutSettings:
     return RolloutSettings.from_params(dict(context["params"]))
 

@@ -101,7 +101,13 @@ class MaintenanceWindow:
             return Decision("refuse", f"the maintenance window ({self.describe()}) has passed")
         opens, closes = window
         if now < opens:
-            return Decision("wait", f"the window opens at {self._local(opens)}", opens, closes)
+            return Decision(
+                "wait",
+                f"waiting for the window: it opens at {self._local(opens)}, in "
+                f"{_minutes(opens - now)}",
+                opens,
+                closes,
+            )
         needed = dt.timedelta(seconds=predicted_lock_s * SAFETY_FACTOR)
         left = closes - now
         if needed <= left:
@@ -136,4 +142,6 @@ class MaintenanceWindow:
 
 def _minutes(delta: dt.timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 60} min {seconds % 60} s"

@@ -35,6 +35,7 @@ def test_a_future_window_waits_until_it_opens_in_its_own_time_zone():
     window = MaintenanceWindow("once", "2026-11-25 03:00", 120, "Europe/London")
     decision = window.decide(at(1), RUN_STARTED, 10)
     assert decision.action == "wait" and decision.opens_at == at(3)  # London is UTC in November
+    assert "in 2 h 0 min" in decision.reason
 
 
 def test_daily_window_waits_for_tonight_or_the_next_when_too_late():
