@@ -193,6 +193,21 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return 0 if comparison.ok else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollout.status import read_status, render_json, render_table, require
+
+    statuses = [read_status(target) for target in args.target]
+    if args.require:
+        reasons = [r for s in statuses if (r := require(s, args.require))]
+        if args.json:
+            print(render_json(statuses))
+        for reason in reasons:
+            print(f"rollout status: {reason}", file=sys.stderr)
+        return 1 if reasons else 0
+    print(render_json(statuses) if args.json else render_table(statuses))
+    return 0 if all(s.has_ledger for s in statuses) else 1
+
+
 def _ratio(text: str) -> float:
     try:
         value = float(text)
@@ -305,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=_seconds, default=60.0, help="seconds to sample (monitor)")
     p.add_argument("--threshold", type=_ratio, default=probes.DEFAULT_THRESHOLD)
     p.set_defaults(func=cmd_probes)
+
+    p = sub.add_parser(
+        "status",
+        help="each target's ledger and whether the bundles on disk match it; "
+        "--require VERSION exits 0 only when it is applied with a matching checksum",
+    )
+    p.add_argument(
+        "--target", action="append", required=True,
+        help="a DSN, or an Airflow connection id (read from AIRFLOW_CONN_<ID>); repeatable",
+    )  # fmt: skip
+    p.add_argument("--require", metavar="VERSION")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

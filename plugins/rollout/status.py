@@ -1,0 +1,122 @@
+"""`rollout status`: what the ledger of each target says, and whether the bundles on disk still
+match it, for a person (a table) or a program (JSON, and `--require` as an exit code)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rollout import db, ledger
+from rollout.errors import BundleError, RolloutError
+from rollout.migrations import discover_bundles, load_bundle
+
+
+@dataclass
+class TargetStatus:
+    target: str
+    database: str
+    has_ledger: bool
+    versions: list[dict[str, Any]] = field(default_factory=list)  # one per version, last state
+
+
+def target_dsn(target: str) -> str:
+    """A DSN as given, or an Airflow connection id read from AIRFLOW_CONN_<ID> (URI or JSON)."""
+    if "=" in target or "://" in target:
+        return target
+    raw = os.environ.get(f"AIRFLOW_CONN_{target.upper()}")
+    if not raw:
+        raise RolloutError(
+            f"{target!r} is neither a DSN nor a connection defined in AIRFLOW_CONN_{target.upper()}"
+        )
+    from airflow.models.connection import Connection
+
+    from rollout.targets import dsn_from_connection
+
+    if raw.lstrip().startswith("{"):
+        conn = Connection(conn_id=target, **json.loads(raw))
+    else:
+        conn = Connection(conn_id=target, uri=raw)
+    return dsn_from_connection(conn)
+
+
+def read_status(target: str) -> TargetStatus:
+    dsn = target_dsn(target)
+    with db.connect(dsn, application_name="rollout-status") as conn:
+        status = TargetStatus(target, db.redact(dsn), ledger.has_ledger(conn))
+        rows = ledger.history(conn)  # reads only: never creates the ledger
+    on_disk = {b.version: b for b in discover_bundles()}
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["outcome"] in ("applied", "rolled_back"):
+            last[row["version"]] = row
+    for version, row in sorted(last.items()):
+        bundle = on_disk.get(version)
+        if bundle is None:
+            on_disk_state = "missing"
+        else:
+            on_disk_state = "matches" if bundle.checksum == row["checksum"] else "DIFFERS"
+        status.versions.append(
+            {
+                "version": version,
+                "state": "applied" if row["outcome"] == "applied" else "rolled back",
+                "checksum": row["checksum"],
+                "at": row["finished_at"].isoformat(),
+                "run_id": row["run_id"],
+                "actor": row["actor"],
+                "lock_s": row["lock_s"],
+                "bundle_on_disk": on_disk_state,
+            }
+        )
+    return status
+
+
+def require(status: TargetStatus, version: str) -> str | None:
+    """None when `version` is applied there with the checksum of the bundle on disk, else the
+    one-line reason why not."""
+    if not status.has_ledger:
+        return f"{status.target}: no rollout ledger (nothing was ever applied by this tool)"
+    try:
+        bundle = load_bundle(version)
+    except BundleError as exc:
+        return f"{status.target}: {exc}"
+    entry = next((v for v in status.versions if v["version"] == version), None)
+    if entry is None:
+        return f"{status.target}: {version} has never been applied"
+    if entry["state"] != "applied":
+        return f"{status.target}: {version} was rolled back at {entry['at']}"
+    if entry["checksum"] != bundle.checksum:
+        return (
+            f"{status.target}: {version} was applied with checksum {entry['checksum'][:12]}, "
+            f"but the bundle on disk has {bundle.checksum[:12]}"
+        )
+    return None
+
+
+def render_table(statuses: list[TargetStatus]) -> str:
+    lines = []
+    for status in statuses:
+        same = status.target == status.database
+        lines.append(status.target if same else f"{status.target}  ({status.database})")
+        if not status.has_ledger:
+            lines.append("  no rollout ledger: nothing was ever applied here by this tool")
+            continue
+        if not status.versions:
+            lines.append("  the ledger has no applied or rolled back version")
+        lines.append(
+            f"  {'version':<15} {'state':<12} {'checksum':<13} {'when':<26} {'lock s':>7}  "
+            f"{'bundle on disk':<14} run"
+        )
+        for v in status.versions:
+            lock = f"{v['lock_s']:.2f}" if v["lock_s"] is not None else "-"
+            lines.append(
+                f"  {v['version']:<15} {v['state']:<12} {v['checksum'][:12]:<13} "
+                f"{v['at'][:19].replace('T', ' ') + ' UTC':<26} "
+                f"{lock:>7}  {v['bundle_on_disk']:<14} {v['run_id']}"
+            )
+    return "\n".join(lines)
+
+
+def render_json(statuses: list[TargetStatus]) -> str:
+    return json.dumps([asdict(s) for s in statuses], indent=2, default=str)
