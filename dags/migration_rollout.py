@@ -18,6 +18,7 @@ from rollout.airflow_support import (
     run_from_context,
     run_started,
     run_step,
+    send_outcome,
     settings_from_context,
     task_states,
 )
@@ -139,6 +140,7 @@ with DAG(
         order = context["dag"].task_ids
         states = dict(sorted(states.items(), key=lambda item: order.index(item[0])))
         summary = steps.write_report(run, states, facts)
+        send_outcome(context, run, summary["outcome"])
         if summary["outcome"] != "succeeded":
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
         return summary

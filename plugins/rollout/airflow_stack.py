@@ -212,6 +212,25 @@ class AirflowStack:
         response.raise_for_status()
         return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
 
+    def wait_for_task(
+        self, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 300
+    ) -> str:
+        """Wait until a task of the run reaches one of `states`; fail at once, saying so, if the
+        run ends first."""
+
+        def reached() -> str | None:
+            state = self.task_states(run_id).get(task_id)
+            if state in states:
+                return state
+            if self.run_state(run_id) in FINISHED:
+                raise RolloutError(
+                    f"run {run_id} ended before {task_id} reached {'/'.join(states)}: "
+                    f"{self.task_states(run_id)}"
+                )
+            return None
+
+        return self.wait_until(reached, timeout, f"{task_id} to reach {'/'.join(states)}")
+
     def pending_approval(self, run_id: str, dag_id: str = DAG_ID) -> dict | None:
         response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
         response.raise_for_status()

@@ -65,7 +65,7 @@ def run_page_url(dag_id: str, run_id: str) -> str:
     return f"{base}{run_page_path(dag_id, run_id)}"
 
 
-def run_step(context: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
+def run_step(step: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one step of rollout.steps for this task: say what it does and how long it took;
     a known failure (RolloutError) fails the task with its reason kept, without retry."""
     import time
@@ -82,6 +82,36 @@ def run_step(context: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
         raise fail_task(context, exc) from exc
     log.info("%s: done in %.1f s", task_id, time.monotonic() - started)
     return result
+
+
+def fail_safe_artifacts(context: Any) -> ArtifactDir | None:
+    """The run's artifact folder, or None when it cannot be opened (for best-effort records)."""
+    dag_run = context["dag_run"]
+    try:
+        return ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id))
+    except OSError as exc:
+        log.warning("the run's artifact folder cannot be opened: %s", exc)
+        return None
+
+
+def send_outcome(context: Any, run: Run, outcome: str) -> None:
+    """The one message at the end of a run: outcome, version, each target's state, the link."""
+    from rollout.notify import Notice, send
+    from rollout.steps import target_states
+
+    dag_run = context["dag_run"]
+    states = target_states(run)
+    lines = [f"Rollout of {run.bundle.path.name}: {outcome}.", ""]
+    lines += [f"- {target}: {state}" for target, state in states.items()]
+    send(
+        Notice(
+            kind="outcome",
+            subject=f"Rollout {run.bundle.version}: {outcome}",
+            message="\n".join(lines),
+            link=run_page_url(dag_run.dag_id, dag_run.run_id),
+        ),
+        context,
+    )
 
 
 def settings_from_context(context: Any) -> RolloutSettings:
@@ -127,10 +157,13 @@ class ProductionApproval(ApprovalOperator):
     rollback policy for staging applies and the run ends failed, never quietly succeeded."""
 
     def __init__(self, **kwargs: Any) -> None:
+        from rollout.notify import ApprovalWaitingNotifier
+
         super().__init__(
             subject="Apply the migration to production?",
             body="(filled in when the gate opens)",
             fail_on_reject=True,
+            notifiers=[ApprovalWaitingNotifier()],
             **kwargs,
         )
 

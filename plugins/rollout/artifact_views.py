@@ -5,6 +5,7 @@ to read that DAG's runs, by the UI's session cookie or a bearer token."""
 from __future__ import annotations
 
 import html
+import json
 import mimetypes
 from typing import Any
 
@@ -33,6 +34,15 @@ def run_page(dag_id: str, run_id: str) -> HTMLResponse:
     summary = root / "summary.md"
     head = html.escape(summary.read_text()) if summary.exists() else "No summary yet: the run is "
     head += "" if summary.exists() else "still going, or its report did not run."
+    ledgers = ""
+    run_json = root / "run.json"
+    if run_json.exists():
+        targets = json.loads(run_json.read_text()).get("targets", {})
+        ledgers = "".join(
+            f"<h2>Ledger of {html.escape(name)} ({html.escape(conn_id)})</h2>"
+            f"<pre>{html.escape(ledger_text(conn_id))}</pre>"
+            for name, conn_id in sorted(targets.items(), key=lambda t: t[0] != "staging")
+        )
     items = "\n".join(
         f'<li><a href="files/{html.escape(name)}">{html.escape(name)}</a></li>'
         for name in headline_artifacts(files)
@@ -40,7 +50,7 @@ def run_page(dag_id: str, run_id: str) -> HTMLResponse:
     return HTMLResponse(
         f"<!doctype html><html><head><meta charset='utf-8'><title>Artifacts of {html.escape(run_id)}"
         f"</title></head><body><h1>{html.escape(dag_id)} / {html.escape(run_id)}</h1>"
-        f"<pre>{head}</pre><h2>Artifacts</h2><ul>{items}</ul></body></html>"
+        f"<pre>{head}</pre>{ledgers}<h2>Artifacts</h2><ul>{items}</ul></body></html>"
     )
 
 
@@ -55,6 +65,31 @@ def run_file(dag_id: str, run_id: str, name: str) -> Response:
     if name.endswith((".md", ".txt", ".json", ".xml")):
         media_type = "text/plain; charset=utf-8"  # shown, not downloaded
     return Response(path.read_bytes(), media_type=media_type)
+
+
+def ledger_text(conn_id: str) -> str:
+    """A target's ledger as `rollout status` shows it (read-only), or why it cannot be read."""
+    from airflow.models.connection import Connection
+
+    from rollout.errors import RolloutError
+    from rollout.status import read_status, render_table
+    from rollout.targets import dsn_from_connection
+
+    try:
+        dsn = dsn_from_connection(Connection.get_connection_from_secrets(conn_id))
+        return render_table([read_status(conn_id, dsn)])
+    except (RolloutError, Exception) as exc:
+        return f"cannot read the ledger of {conn_id}: {str(exc).splitlines()[0]}"
+
+
+@app.get("/ledger/{conn_id}", response_class=HTMLResponse,
+         dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN, DAG_ID))])  # fmt: skip
+def ledger_page(conn_id: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Ledger of "
+        f"{html.escape(conn_id)}</title></head><body><h1>Ledger of {html.escape(conn_id)}</h1>"
+        f"<pre>{html.escape(ledger_text(conn_id))}</pre></body></html>"
+    )
 
 
 class RunArtifactsLink(BaseOperatorLink):

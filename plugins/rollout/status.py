@@ -41,8 +41,8 @@ def target_dsn(target: str) -> str:
     return dsn_from_connection(conn)
 
 
-def read_status(target: str) -> TargetStatus:
-    dsn = target_dsn(target)
+def read_status(target: str, dsn: str | None = None) -> TargetStatus:
+    dsn = dsn or target_dsn(target)
     with db.connect(dsn, application_name="rollout-status") as conn:
         status = TargetStatus(target, db.redact(dsn), ledger.has_ledger(conn))
         rows = ledger.history(conn)  # reads only: never creates the ledger

@@ -83,6 +83,13 @@ def preflight(run: Run) -> dict[str, Any]:
     bundle = run.bundle
     run.say(f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}")
     result: dict[str, Any] = {"version": bundle.version, "checksum": bundle.checksum}
+    s = run.settings
+    run.artifacts.write_json(
+        "run.json",
+        {"run_id": run.run_id, "actor": run.actor, "version": bundle.version,
+         "checksum": bundle.checksum, "window": s.window.describe(),
+         "targets": {"staging": s.staging_conn_id, "production": s.production_conn_id}},
+    )  # fmt: skip
     for target in TARGETS:
         with run.connect(target, "preflight") as conn:
             ledger.take_rollout_lock(conn, target)  # released when this session ends
@@ -479,6 +486,26 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     run.artifacts.write_text("summary.html", _html(markdown, files, outcome))
     run.say(f"report: {outcome}; {len(files)} artifacts")
     return {"outcome": outcome, "artifacts": files}
+
+
+def target_states(run: Run) -> dict[str, str]:
+    """Each target's state for this version, from its ledger: applied, rolled back, not
+    applied (or why it could not be read)."""
+    states = {}
+    for target in TARGETS:
+        try:
+            with run.connect(target, "report") as conn:
+                state = ledger.version_state(conn, run.bundle.version)
+        except RolloutError as exc:
+            states[target] = f"unknown ({exc})"
+            continue
+        if state.applied:
+            states[target] = "applied"
+        elif state.at is not None:
+            states[target] = "rolled back"
+        else:
+            states[target] = "not applied"
+    return states
 
 
 def headline_artifacts(files: list[str]) -> list[str]:

@@ -77,8 +77,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
     run_id = run["dag_run_id"]
     assert run["conf"]["staging_conn_id"] == "s_browser"
 
-    wait_for(lambda: airflow.task_states(run_id).get("approve_production") == "awaiting_input",
-             300, "the approval gate")  # fmt: skip
+    airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
     time.sleep(APPROVAL_GRACE_S)  # a person takes a moment too (see demo_rollout)
     page.goto(airflow.required_actions_url(run_id))
     page.get_by_text(
@@ -102,7 +101,8 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
 
     # The artifacts, through the plugin page, on the browser's own login.
     page.goto(f"{airflow.url}/rollout/runs/migration_rollout/{run_id}/")
-    assert "succeeded" in page.locator("pre").inner_text()
+    assert "succeeded" in page.locator("pre").first.inner_text()
+    assert "s_browser" in page.locator("body").inner_text()  # the ledgers, read-only
     shot(page, "4-artifacts")
     page.get_by_role("link", name="db-diff.txt", exact=True).click()
     assert "objects: 23 added, 2 removed, 1 changed" in page.locator("body").inner_text()

@@ -51,6 +51,28 @@ def explain(airflow, run_id: str, states: dict) -> str:
     return str({t: s for t, s in states.items() if s != "success"}) + " " + str(reasons)
 
 
+def notifications(airflow, run_id: str) -> list[str]:
+    """The default notifier's records of this run, in order: [(kind, text)]."""
+    folder = artifacts(airflow, run_id) / "notifications"
+    return [f.read_text() for f in sorted(folder.glob("*.md"))] if folder.exists() else []
+
+
+def assert_notified(airflow, mailbox, run_id: str, outcome: str, *, gate: bool) -> None:
+    """Once when the gate started waiting (if it did), once at the end, with the outcome; the
+    same two by email."""
+    records = notifications(airflow, run_id)
+    expected = 2 if gate else 1
+    assert len(records) == expected, records
+    if gate:
+        assert records[0].startswith("# Approval waiting: Apply 20251113203000")
+        assert "/required_actions" in records[0] and "Answer by:" in records[0]
+    assert records[-1].startswith(f"# Rollout 20251113203000: {outcome}")
+    assert f"/rollout/runs/migration_rollout/{run_id}/" in records[-1]
+    mails = [m["Subject"] for m in mailbox.for_run(run_id)]
+    assert len(mails) == expected, mails
+    assert mails[-1].startswith(f"Rollout 20251113203000: {outcome}")
+
+
 def migrated(dsn: str) -> bool:
     with db.connect(dsn) as conn:
         return conn.execute(
@@ -63,7 +85,7 @@ def outcomes(dsn: str) -> list[str]:
         return [row["outcome"] for row in ledger.history(conn)]
 
 
-def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
+def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):
     targets = e2e_targets["happy"]
     run_id, state, states = run(airflow, conf("happy"))
     assert state == "success", explain(airflow, run_id, states)
@@ -71,6 +93,8 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
     assert states["rollback_staging"] == states["rollback_production"] == "skipped"
     assert migrated(targets["staging"]) and migrated(targets["production"])
     assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
+    assert_notified(airflow, mailbox, run_id, "succeeded", gate=True)
+    assert "- staging: applied\n- production: applied" in notifications(airflow, run_id)[-1]
 
     folder = artifacts(airflow, run_id)
     for name in ["db-diff.txt", "drift-db-diff.txt", "summary.md", "summary.html",
@@ -92,6 +116,12 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
     # The artifacts in the UI: the run's page and its files, behind Airflow's auth.
     listing = airflow.request("GET", page)
     assert listing.status_code == 200 and "db-diff.txt" in listing.text
+    # Each target's ledger, read-only, on the same page and on its own.
+    assert "Ledger of production (p_happy)" in listing.text
+    assert "20251113203000  applied" in listing.text and "matches" in listing.text
+    ledger_page = airflow.request("GET", "/rollout/ledger/s_happy")
+    assert ledger_page.status_code == 200 and run_id in ledger_page.text
+    assert httpx.get(airflow.url + "/rollout/ledger/s_happy").status_code in (401, 403)
     assert "data-docs/index.html" in listing.text and "static/fonts" not in listing.text
     diff = airflow.request("GET", page + "files/db-diff.txt")
     assert diff.status_code == 200 and diff.text.startswith("db-diff: staging before")
@@ -107,7 +137,9 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets):
     assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
 
 
-def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(airflow, e2e_targets):
+def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
+    airflow, e2e_targets, mailbox
+):
     targets = e2e_targets["reject"]
     run_id, state, states = run(airflow, conf("reject"), approve="Reject")
     assert state == "failed"
@@ -123,7 +155,7 @@ def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(airflo
     )
 
 
-def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets):
+def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets, mailbox):
     targets = e2e_targets["bad_staging"]
     with db.connect(targets["staging"]) as conn:  # an event type the application never emits
         conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.unknown')")
@@ -133,15 +165,14 @@ def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets):
     assert not migrated(targets["staging"]) and not migrated(targets["production"])
     failure = (artifacts(airflow, run_id) / "failures" / "validate_staging.txt").read_text()
     assert "capacity_outbox" in failure
+    assert_notified(airflow, mailbox, run_id, "failed on staging", gate=False)
 
 
-def test_production_regression_rolls_production_back(airflow, e2e_targets):
+def test_production_regression_rolls_production_back(airflow, e2e_targets, mailbox):
     targets = e2e_targets["regression"]
     run_id = airflow.trigger(conf("regression"))
     approve_when_asked(airflow, run_id)
-    airflow.wait_until(
-        lambda: airflow.task_states(run_id).get("apply_production") == "success", 300, "the apply"
-    )
+    airflow.wait_for_task(run_id, "apply_production", ("success",))
     with db.connect(targets["production"]) as conn:
         # Something degrades production's plans between the baseline and the monitoring (here
         # the planner loses index scans for new sessions): the monitoring must catch it.
@@ -165,10 +196,7 @@ def test_production_regression_rolls_production_back(airflow, e2e_targets):
 
 
 def approve_when_asked(airflow, run_id: str) -> None:
-    airflow.wait_until(
-        lambda: airflow.task_states(run_id).get("approve_production") == "awaiting_input",
-        300, "the gate",
-    )  # fmt: skip
+    airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
     time.sleep(APPROVAL_GRACE_S)
     airflow.answer(run_id, "Approve")
 
@@ -207,7 +235,7 @@ def test_bad_parameters_and_a_missing_connection_fail_before_any_change(airflow,
     assert not migrated(targets["staging"]) and outcomes(targets["staging"]) == []
 
 
-def test_no_answer_in_time_counts_as_a_rejection(airflow, e2e_targets):
+def test_no_answer_in_time_counts_as_a_rejection(airflow, e2e_targets, mailbox):
     targets = e2e_targets["timeout"]
     run_id, state, states = run(airflow, conf("timeout", approval_timeout_h=0.001), approve=None)
     assert state == "failed"
@@ -215,6 +243,7 @@ def test_no_answer_in_time_counts_as_a_rejection(airflow, e2e_targets):
     assert not migrated(targets["production"]) and not migrated(targets["staging"])
     summary = (artifacts(airflow, run_id) / "summary.md").read_text()
     assert "not approved (rejected or timed out)" in summary
+    assert_notified(airflow, mailbox, run_id, "not approved (rejected or timed out)", gate=True)
 
 
 def test_a_passed_window_leaves_production_untouched(airflow, e2e_targets):
@@ -231,10 +260,7 @@ def test_a_passed_window_leaves_production_untouched(airflow, e2e_targets):
 def test_a_rollback_blocked_by_data_fails_with_the_report_and_deletes_nothing(airflow, e2e_targets):
     targets = e2e_targets["blocked"]
     run_id = airflow.trigger(conf("blocked"))
-    airflow.wait_until(
-        lambda: airflow.task_states(run_id).get("approve_production") == "awaiting_input",
-        300, "the gate",
-    )  # fmt: skip
+    airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
     with db.connect(targets["staging"]) as conn:
         # While the gate waits, the application books a hold over a confirmed table: legal
         # under the new constraint, fatal to the old one that a rollback restores.
