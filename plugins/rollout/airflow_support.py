@@ -43,12 +43,12 @@ def fail_task(context: Any, exc: Exception) -> Exception:
     run's artifacts (failures/<task>.txt) for the report and the person reading it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    dag_run, task_id = context["dag_run"], context["ti"].task_id
-    try:
-        folder = ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id))
-        folder.write_text(f"failures/{task_id}.txt", f"{exc}\n")
-    except OSError as write_error:  # the reason still reaches the task log below
-        log.warning("could not keep the failure reason: %s", write_error)
+    folder = fail_safe_artifacts(context)
+    if folder is not None:
+        try:
+            folder.write_text(f"failures/{context['ti'].task_id}.txt", f"{exc}\n")
+        except OSError as write_error:  # the reason still reaches the task log below
+            log.warning("could not keep the failure reason: %s", write_error)
     log.error("%s", exc)
     return AirflowFailException(str(exc))
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from rollout.artifacts import list_tree
 from rollout.errors import RolloutError
 
 log = logging.getLogger("rollout")
@@ -75,7 +76,7 @@ def send(notice: Notice, context: Any) -> None:
     log.info("notification (%s): %s — %s", notice.kind, notice.subject, notice.link)
     artifacts = fail_safe_artifacts(context)
     if artifacts is not None:
-        existing = [n for n in _names(artifacts) if n.startswith("notifications/")]
+        existing = list_tree(artifacts.path("notifications"))
         artifacts.write_text(
             f"notifications/{len(existing) + 1:02d}-{notice.kind}.md",
             f"# {notice.subject}\n\n{notice.message}\n\n{notice.link}\n",
@@ -88,12 +89,6 @@ def send(notice: Notice, context: Any) -> None:
             notifier.notify(context)
         except Exception as exc:
             log.warning("notifier %s failed: %s", spec["class"], exc)
-
-
-def _names(artifacts: Any) -> list[str]:
-    from rollout.artifacts import list_tree
-
-    return list_tree(artifacts.root)
 
 
 class ApprovalWaitingNotifier(BaseNotifier):

@@ -7,7 +7,6 @@ zone is real, the window makes sense) and names the field that is wrong.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +138,6 @@ class RolloutSettings:
                 timezone=values["window_timezone"],
                 on_passed=values["on_window_passed"],
             )
-            window.opening(dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC))
         except WindowError as exc:
             raise SettingsError(str(exc)) from None
         values["approvers"] = values["approvers"] or []

@@ -166,9 +166,10 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
                 break
             except psycopg.errors.LockNotAvailable:
                 if attempt == attempts:
-                    _record_failure(
-                        run, conn, started_at, f"lock not granted in {attempts} attempts"
-                    )
+                    _record_outcome(
+                        run, conn, "up", "failed", f"lock not granted in {attempts} attempts",
+                        started_at,
+                    )  # fmt: skip
                     raise StepFailed(
                         f"apply {target}: the lock on allocations was not granted within "
                         f"{s.lock_timeout_ms} ms in {attempts} attempts (the application holds it); "
@@ -181,7 +182,7 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
                 time.sleep(wait)
             except psycopg.Error as exc:
                 reason = str(exc).strip().splitlines()[0]
-                _record_failure(run, conn, started_at, reason)
+                _record_outcome(run, conn, "up", "failed", reason, started_at)
                 raise StepFailed(
                     f"apply {target}: {reason}. The transaction rolled back: {target} is unchanged"
                 ) from exc
@@ -198,13 +199,19 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
     }
 
 
-def _record_failure(
-    run: Run, conn: psycopg.Connection, started_at: dt.datetime, detail: str
+def _record_outcome(
+    run: Run,
+    conn: psycopg.Connection,
+    direction: str,
+    outcome: str,
+    detail: str,
+    started_at: dt.datetime | None = None,
 ) -> None:
+    """A ledger row for a step that did not commit (failed, refused), in its own transaction."""
     with conn.transaction():
         ledger.record(
-            conn, run.bundle, direction="up", outcome="failed", run_id=run.run_id, actor=run.actor,
-            started_at=started_at, detail=detail,
+            conn, run.bundle, direction=direction, outcome=outcome, run_id=run.run_id,
+            actor=run.actor, started_at=started_at or dt.datetime.now(dt.UTC), detail=detail,
         )  # fmt: skip
 
 
@@ -408,7 +415,9 @@ def rollback_target(run: Run, target: str) -> dict:
         conflicts = list_down_conflicts(conn, bundle)
         if conflicts:
             folder.write_json("down-conflicts.json", conflicts)
-            _record_down(run, conn, "refused", f"{len(conflicts)} conflicting allocation pairs")
+            _record_outcome(
+                run, conn, "down", "refused", f"{len(conflicts)} conflicting allocation pairs"
+            )
             raise RollbackRefused(
                 f"rollback {target} refused: {len(conflicts)} pairs of allocations would violate "
                 f"the restored constraint (listed in {target}/rollback/down-conflicts.json); "
@@ -425,7 +434,7 @@ def rollback_target(run: Run, target: str) -> dict:
                 ),
             )  # fmt: skip
         except RollbackRefused as exc:
-            _record_down(run, conn, "refused", str(exc))
+            _record_outcome(run, conn, "down", "refused", str(exc), started_at)
             raise
         run_check(conn, bundle, "verify_down")
         after = snapshot_schema(conn)
@@ -443,14 +452,6 @@ def rollback_target(run: Run, target: str) -> dict:
         f"rollback {target}: rolled back in {result.seconds:.1f} s; schema equals the before snapshot"
     )
     return {"action": "rolled_back", "seconds": round(result.seconds, 3)}
-
-
-def _record_down(run: Run, conn: psycopg.Connection, outcome: str, detail: str) -> None:
-    with conn.transaction():
-        ledger.record(
-            conn, run.bundle, direction="down", outcome=outcome, run_id=run.run_id,
-            actor=run.actor, started_at=dt.datetime.now(dt.UTC), detail=detail,
-        )  # fmt: skip
 
 
 def _export_confirmation_cache(conn: psycopg.Connection, folder: ArtifactDir) -> None:

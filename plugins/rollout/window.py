@@ -51,6 +51,8 @@ class MaintenanceWindow:
         if self.on_passed == "wait_next" and self.kind == "once":
             raise WindowError("on_window_passed: 'wait_next' needs a daily window (window_kind)")
         self.zone  # noqa: B018 - validates the time zone
+        if self.start == "now" and self.kind == "daily":
+            raise WindowError("window_start: a daily window needs a time (HH:MM), not 'now'")
         if self.start != "now":
             self._start_time()
 
@@ -79,8 +81,6 @@ class MaintenanceWindow:
         window has passed. "now" means the window opened when the run started."""
         length = dt.timedelta(minutes=self.minutes)
         if self.start == "now":
-            if self.kind == "daily":
-                raise WindowError("window_start: a daily window needs a time (HH:MM), not 'now'")
             return (run_started, run_started + length) if now < run_started + length else None
         start = self._start_time()
         if isinstance(start, dt.datetime):
