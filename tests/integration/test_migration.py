@@ -80,7 +80,7 @@ def test_up_changes_exactly_what_domain_lists(fresh_db):
         )
     }
     assert after[("constraint", "public.allocations.allocations_no_overlap")] == (
-        'EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+        'EXCLUDE USING gist (resource_id WITH =, "window" WITH &&, restaurant_id WITH =, resource_type WITH =)'
         " WHERE ((NOT shadow)) DEFERRABLE"
     )
     cache = {key: value for key, value in after.items() if "booking_confirmation_results" in key[1]}

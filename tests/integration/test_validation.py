@@ -183,7 +183,7 @@ def test_catalog_checks_see_the_deferral_mode(make_database):
         apply_up(conn, load_bundle(VERSION))
         conn.execute(
             "ALTER TABLE allocations DROP CONSTRAINT allocations_no_overlap, ADD CONSTRAINT allocations_no_overlap"
-            ' EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+            ' EXCLUDE USING gist (resource_id WITH =, "window" WITH &&, restaurant_id WITH =, resource_type WITH =)'
             " WHERE (NOT shadow) DEFERRABLE INITIALLY DEFERRED"
         )
         checks = run_catalog_checks(
@@ -192,7 +192,7 @@ def test_catalog_checks_see_the_deferral_mode(make_database):
     failed = {c.name: c.detail for c in checks if not c.passed}
     assert failed == {
         "constraint public.allocations.allocations_no_overlap definition": (
-            'EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&)'
+            'EXCLUDE USING gist (resource_id WITH =, "window" WITH &&, restaurant_id WITH =, resource_type WITH =)'
             " WHERE ((NOT shadow)) DEFERRABLE INITIALLY DEFERRED"
         ),
         "constraint public.allocations.allocations_no_overlap deferrability": "deferrable=True, initially deferred=True",

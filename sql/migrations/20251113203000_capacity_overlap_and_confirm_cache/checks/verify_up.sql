@@ -10,7 +10,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'verify up: exclusion constraint allocations_no_overlap is missing' USING ERRCODE = 'RV001';
     END IF;
-    IF v_con.def <> 'EXCLUDE USING gist (restaurant_id WITH =, resource_type WITH =, resource_id WITH =, "window" WITH &&) WHERE ((NOT shadow)) DEFERRABLE' THEN
+    IF v_con.def <> 'EXCLUDE USING gist (resource_id WITH =, "window" WITH &&, restaurant_id WITH =, resource_type WITH =) WHERE ((NOT shadow)) DEFERRABLE' THEN
         RAISE EXCEPTION 'verify up: allocations_no_overlap is defined as %', v_con.def USING ERRCODE = 'RV001';
     END IF;
     IF NOT v_con.condeferrable OR v_con.condeferred THEN
