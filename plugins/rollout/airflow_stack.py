@@ -212,6 +212,12 @@ class AirflowStack:
         response.raise_for_status()
         return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
 
+    def task_durations(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, float | None]:
+        """Seconds each task instance of the run took, as Airflow recorded them."""
+        response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        response.raise_for_status()
+        return {ti["task_id"]: ti["duration"] for ti in response.json()["task_instances"]}
+
     def wait_for_task(
         self, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 300
     ) -> str:

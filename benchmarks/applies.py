@@ -1,0 +1,72 @@
+"""The ways the benchmarks apply the migration, so each is written once.
+
+- `seed_migration_sql()`: the seed's migration (the origin's constraint definition) with our
+  up.sql's other statements: the naive baseline;
+- `psql_file(sql)`: a script run the naive way, `psql -f`;
+- `production_step(dsn)`: our production apply step, as the DAG runs it;
+- `timed_sql(dsn, file)`: one file of benchmarks/sql/ in a transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workload import SQL
+
+from rollout import db, steps
+from rollout.artifacts import ArtifactDir
+from rollout.clusters import client_binary
+from rollout.migrations import LOCK_PHASE_MARKER, load_bundle
+from rollout.paths import sql_text
+from rollout.settings import RolloutSettings
+
+
+def seed_migration_sql() -> str:
+    """The seed's migration: our up.sql with its constraint as the seed defines it (the same
+    statements before the lock, one transaction)."""
+    before_lock, _, _ = sql_text(load_bundle().up_path).partition(LOCK_PHASE_MARKER)
+    return before_lock + sql_text(SQL / "seed_constraint.sql") + "\nCOMMIT;\n"
+
+
+def psql_file(sql: str) -> Callable[[str], None]:
+    def apply(dsn: str) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".sql") as file:
+            file.write(sql)
+            file.flush()
+            subprocess.run(
+                [str(client_binary("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                 "-f", file.name, "-d", dsn],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+
+    return apply
+
+
+def production_step(dsn: str, **params: Any) -> dict[str, Any]:
+    """`rollout.steps.apply_target` on dsn as the production target, with the DAG's default
+    settings unless params say otherwise; its result (lock_seconds, attempts, …)."""
+    with tempfile.TemporaryDirectory() as out:
+        run = steps.Run(
+            settings=RolloutSettings.from_params(params),
+            dsns={"production": dsn},
+            artifacts=ArtifactDir(Path(out)),
+            run_id="bench",
+            actor="bench",
+            progress=lambda message: None,
+        )
+        return steps.apply_target(run, "production")
+
+
+def timed_sql(dsn: str, name: str) -> float:
+    """Seconds to run benchmarks/sql/<name> in a transaction that is then rolled back."""
+    with db.connect(dsn, autocommit=False) as conn:
+        started = time.perf_counter()
+        conn.execute(sql_text(SQL / name).encode())
+        elapsed = time.perf_counter() - started
+        conn.rollback()
+    return elapsed

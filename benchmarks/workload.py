@@ -1,0 +1,156 @@
+"""A booking workload for the writer-stall benchmark.
+
+Writers do what the booking flow does, through the application's own SQL: a pending booking,
+a hold on a table with its shadow allocation, then `confirm_hold_assignment_tx`, one
+transaction per booking, in a closed loop with a short pause. Each transaction's start and
+end are kept, so a stall shows as the transactions that waited. One long reader holds a
+transaction open on `allocations`, as a report would, while the migration asks for its lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rollout import db
+from rollout.paths import sql_text
+
+SQL = Path(__file__).parent / "sql"
+# A transaction this much slower than the workload's own pace waited on a lock: counted as
+# blocked. The workload's transactions take a few milliseconds when nothing is in the way.
+BLOCKED_AFTER_S = 0.25
+# Bookings go far beyond the seed's 90 days, each writer in its own slots, so the writers never
+# collide with the data or each other: any wait measured is a lock wait.
+FIRST_SLOT = dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+SLOT = dt.timedelta(hours=2)
+BOOKING_LENGTH = dt.timedelta(minutes=90)
+
+
+@dataclass
+class WriterStats:
+    """What the writers saw, all in seconds (perf_counter clock)."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) per booking
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def latencies(self) -> list[float]:
+        return sorted(end - start for start, end in self.spans)
+
+    def percentile(self, q: float) -> float:
+        values = self.latencies
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+    @property
+    def max_latency(self) -> float:
+        return max(self.latencies, default=0.0)
+
+    @property
+    def blocked_seconds(self) -> float:
+        """Wall-clock time during which at least one writer was blocked (the union of the
+        spans of transactions slower than BLOCKED_AFTER_S)."""
+        slow = sorted((s, e) for s, e in self.spans if e - s > BLOCKED_AFTER_S)
+        total, reach = 0.0, float("-inf")
+        for start, end in slow:
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
+
+
+class BookingWriters:
+    """`count` writer threads booking and confirming tables until stopped."""
+
+    def __init__(self, dsn: str, count: int = 4, pause_s: float = 0.05, run_key: int = 0) -> None:
+        self.dsn, self.count, self.pause_s = dsn, count, pause_s
+        self.run_key = run_key  # keeps two runs on one database in different slots
+        self.stats = WriterStats()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        with db.connect(dsn) as conn:
+            self._tables = conn.execute(sql_text(SQL / "bookable_tables.sql").encode()).fetchall()
+        if not self._tables:
+            raise RuntimeError("the database has no tables to book: seed it first")
+
+    def start(self) -> None:
+        for index in range(self.count):
+            thread = threading.Thread(target=self._write, args=(index,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> WriterStats:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+        return self.stats
+
+    def _write(self, index: int) -> None:
+        hold = sql_text(SQL / "hold_table.sql").encode()
+        confirm = sql_text(SQL / "confirm_hold.sql").encode()
+        draw = random.Random(index)
+        with db.connect(self.dsn, application_name=f"bench-writer-{index}") as conn:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                restaurant_id, table_id = draw.choice(self._tables)
+                slot = (self.run_key * 1_000_000 + n) * self.count + index
+                start_at = FIRST_SLOT + slot * SLOT
+                params = {
+                    "restaurant_id": restaurant_id,
+                    "table_id": table_id,
+                    "start_at": start_at,
+                    "end_at": start_at + BOOKING_LENGTH,
+                }
+                started = time.perf_counter()
+                try:
+                    with conn.transaction():
+                        hold_id, booking_id = conn.execute(hold, params).fetchone()
+                        conn.execute(
+                            confirm,
+                            {
+                                "hold_id": hold_id,
+                                "booking_id": booking_id,
+                                "idempotency_key": f"bench-{self.run_key}-{index}-{n}",
+                            },
+                        )
+                except Exception as exc:  # recorded and reported: a writer never dies silently
+                    with self._lock:
+                        self.stats.errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                else:
+                    ended = time.perf_counter()
+                    with self._lock:
+                        self.stats.spans.append((started, ended))
+                self._stop.wait(self.pause_s)
+
+
+class LongReader:
+    """One transaction reading allocations, kept open `seconds` from when it has read."""
+
+    def __init__(self, dsn: str, seconds: float) -> None:
+        self.dsn, self.seconds = dsn, seconds
+        self.reading = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self.reading.wait(timeout=600):
+            raise RuntimeError("the long reader never got to read allocations")
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _read(self) -> None:
+        with (
+            db.connect(self.dsn, application_name="bench-long-reader") as conn,
+            conn.transaction(),
+        ):
+            conn.execute(sql_text(SQL / "long_read.sql").encode()).fetchone()
+            self.reading.set()
+            time.sleep(self.seconds)

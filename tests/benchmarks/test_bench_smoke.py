@@ -1,0 +1,74 @@
+"""`make bench` at a small scale on each server: every benchmark runs, on real PostgreSQL and a
+real Airflow, and reports each figure beside its goal. Timings are not checked here (they live in
+benchmarks/README.md); what a reader of the output relies on is."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from rollout.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_output(pg_server) -> str:
+    result = subprocess.run(
+        [sys.executable, "run.py", "--smoke", "--server", pg_server.admin_dsn],
+        cwd=PROJECT_ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_every_benchmark_reports(smoke_output):
+    sections = re.findall(r"^### (.+)$", smoke_output, flags=re.MULTILINE)
+    assert sections == [
+        "seeding",
+        "lock held and its prediction",
+        "application queries before and after",
+        "writer stall",
+        "validation",
+        "end to end",
+    ]
+
+
+def test_each_figure_stands_beside_its_goal(smoke_output):
+    for figure in (
+        r"seed 2,000 allocations: [\d.]+ s \(goal < 30 s: (met|NOT met)\)",
+        r"\| 4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ (met|NOT met) \| [\d.]+ (met|NOT met) \|",
+        r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
+        r"our key order: no regression beyond 2x over 4 probes",
+        r"worst stall, ours / naive: [\d.]+ s / [\d.]+ s = [\d.]+ \(goal <= 0.35",
+        r"validation: [\d.]+ s \(goal < 30 s\), peak memory \d+ MiB \(goal < 1024 MiB\)",
+        r"DAG run \(success\): [\d.]+ s, of which the gate and window waited [\d.]+ s",
+        r"Airflow's overhead [+-][\d.]+ s",
+    ):
+        assert re.search(figure, smoke_output), f"missing: {figure}\n{smoke_output}"
+
+
+def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
+    """Each apply ran under writers that booked through the real functions without errors, and
+    the naive apply, queued behind the long reader, blocked them at least that long."""
+    rows = re.findall(
+        r"^\| (psql -f, the seed's migration|psql -f, our up.sql|our production apply step) "
+        r"\| [\d.]+ s \| ([\d.]+) s \| [\d.]+ s \| [\d.]+ s \| (\d+) \| (\d+) \|$",
+        smoke_output,
+        flags=re.MULTILINE,
+    )
+    assert [r[0] for r in rows] == [
+        "psql -f, the seed's migration", "psql -f, our up.sql", "our production apply step"
+    ]  # fmt: skip
+    for how, _, bookings, errors in rows:
+        assert int(bookings) > 10, how
+        assert int(errors) == 0, how
+    naive_max = float(rows[0][1])
+    assert naive_max >= 1.0, "the naive apply should wait behind the 2 s reader"
+    assert "writer error" not in smoke_output
