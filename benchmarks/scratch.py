@@ -79,8 +79,8 @@ def server_label(dsn: str) -> str:
     """`PostgreSQL 18.6 (embedded)` or `PostgreSQL 15.19 (127.0.0.1:5432)`."""
     with db.connect(dsn) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-        host = conn.info.host
-    where = "embedded" if host.startswith("/") else f"{host}:{conn.info.port}"
+        host, port = conn.info.host, conn.info.port
+    where = "embedded" if host.startswith("/") else f"{host}:{port}"
     return f"PostgreSQL {version} ({where})"
 
 

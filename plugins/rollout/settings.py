@@ -48,8 +48,10 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         {"type": "string", "enum": ["fail", "wait_next"]},
         "When the lock does not fit what is left: fail, or wait for the next daily window.",
     ),
+    # While an attempt waits for the lock, every writer queues behind it: each failed attempt
+    # stalls the application this long. The retries, not one long wait, outlast a long reader.
     "lock_timeout_ms": (
-        2000,
+        500,
         {"type": "integer", "minimum": 10, "maximum": 600000},
         "How long one attempt waits for the table lock before it gives way to the application.",
     ),
