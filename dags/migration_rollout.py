@@ -22,10 +22,9 @@ from rollout.airflow_support import (
     settings_from_context,
     task_states,
 )
+from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_tasks
 from rollout.errors import RolloutError
 from rollout.settings import PARAM_SCHEMA
-
-ROLLBACK_NOT_NEEDED = ("not_needed",)
 
 with DAG(
     dag_id="migration_rollout",
@@ -49,22 +48,6 @@ with DAG(
             return steps.preflight(run_from_context(context))
         except RolloutError as exc:
             raise fail_task(context, exc) from exc
-
-    @task
-    def apply_staging(**context) -> dict:
-        return run_step(steps.apply_target, context, "staging")
-
-    @task
-    def validate_staging(**context) -> dict:
-        return run_step(steps.validate, context, "staging")
-
-    @task
-    def capture_db_diff(**context) -> dict:
-        return run_step(steps.capture_db_diff, context)
-
-    @task
-    def run_assignment_tests(**context) -> dict:
-        return run_step(steps.run_assignment_tests, context)
 
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
     def wait_for_window(**context) -> PokeReturnValue:
@@ -105,18 +88,6 @@ with DAG(
         return run_step(steps.monitor_production_perf, context)
 
     @task(trigger_rule="one_failed")
-    def rollback_staging(**context) -> dict:
-        """A staging step failed, or the gate was rejected / not answered in time."""
-        run = run_from_context(context)
-        states = task_states(context)
-        if (
-            states.get("approve_production") == "failed"
-            and run.settings.on_reject == "keep_staging"
-        ):
-            raise AirflowSkipException("approval not given; on_reject=keep_staging keeps staging")
-        return _rollback(run, "staging", context)
-
-    @task(trigger_rule="one_failed")
     def rollback_production(**context) -> dict:
         """A production step failed, or monitoring found a regression (per on_regression)."""
         run = run_from_context(context)
@@ -128,7 +99,7 @@ with DAG(
             raise AirflowSkipException(
                 "regression found; on_regression=keep leaves production as is"
             )
-        return _rollback(run, "production", context)
+        return rollback_or_skip(run, "production", context)
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
@@ -145,22 +116,10 @@ with DAG(
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
         return summary
 
-    def _rollback(run: steps.Run, target: str, context) -> dict:
-        try:
-            result = steps.rollback_target(run, target)
-        except RolloutError as exc:
-            raise fail_task(context, exc) from exc
-        if result["action"] in ROLLBACK_NOT_NEEDED:
-            raise AirflowSkipException(f"{target}: nothing to roll back (not changed by this run)")
-        return result
-
     # The story, in order (tasks are created in this order, which the report follows too).
     story = [
         preflight(),
-        apply_staging(),
-        validate_staging(),
-        capture_db_diff(),
-        run_assignment_tests(),
+        *staging_tasks(),  # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
         ProductionApproval(task_id="approve_production"),
         wait_for_window(),
         baseline_production_perf(),
@@ -170,7 +129,7 @@ with DAG(
     ]
     chain(*story)
     staging_steps, gate, production_steps = story[1:5], story[5], story[8:]
-    rollbacks = [rollback_staging(), rollback_production()]
+    rollbacks = [rollback_staging_task(), rollback_production()]
     [*staging_steps, gate] >> rollbacks[0]
     production_steps >> rollbacks[1]
     [*story, *rollbacks] >> report()

@@ -91,32 +91,39 @@ def preflight(run: Run) -> dict[str, Any]:
          "targets": {"staging": s.staging_conn_id, "production": s.production_conn_id}},
     )  # fmt: skip
     for target in TARGETS:
-        with run.connect(target, "preflight") as conn:
-            ledger.take_rollout_lock(conn, target)  # released when this session ends
-            state = ledger.version_state(conn, bundle.version)
-            ledger.require_matching_checksum(state, bundle)
-            problems = ledger.compatibility_problems(conn)
-            if problems:
-                raise StepFailed(
-                    f"{target}: {', '.join(problems)} use allocations_no_overlap as an ON CONFLICT "
-                    "arbiter; a deferrable constraint cannot be one, so they would fail after the "
-                    "migration. Change them first"
-                )
-            rows = allocation_rows(conn)
-            folder = run.folder(target, "before")
-            # Row counts always (validation compares with them); the schema only while it is
-            # the pre-migration one a rollback must return to.
-            folder.write_json("row-counts.json", table_row_counts(conn))
-            if not state.applied:
-                save_snapshot(snapshot_schema(conn), folder, "schema.json")
-            result[target] = {
-                "applied": state.applied,
-                "state": state.describe(),
-                "allocation_rows": rows,
-                "server_version": db.server_version(conn),
-            }
-            run.say(f"preflight: {target}: {state.describe()}; {rows:,} allocations")
+        result[target] = preflight_target(run, target)
     return result
+
+
+def preflight_target(run: Run, target: str) -> dict[str, Any]:
+    """One target: reachable, its ledger matching the bundle, no function the migration would
+    break, nobody else rolling out there; its row counts and (not yet applied) schema kept."""
+    bundle = run.bundle
+    with run.connect(target, "preflight") as conn:
+        ledger.take_rollout_lock(conn, target)  # released when this session ends
+        state = ledger.version_state(conn, bundle.version)
+        ledger.require_matching_checksum(state, bundle)
+        problems = ledger.compatibility_problems(conn)
+        if problems:
+            raise StepFailed(
+                f"{target}: {', '.join(problems)} use allocations_no_overlap as an ON CONFLICT "
+                "arbiter; a deferrable constraint cannot be one, so they would fail after the "
+                "migration. Change them first"
+            )
+        rows = allocation_rows(conn)
+        folder = run.folder(target, "before")
+        # Row counts always (validation compares with them); the schema only while it is
+        # the pre-migration one a rollback must return to.
+        folder.write_json("row-counts.json", table_row_counts(conn))
+        if not state.applied:
+            save_snapshot(snapshot_schema(conn), folder, "schema.json")
+        run.say(f"preflight: {target}: {state.describe()}; {rows:,} allocations")
+        return {
+            "applied": state.applied,
+            "state": state.describe(),
+            "allocation_rows": rows,
+            "server_version": db.server_version(conn),
+        }
 
 
 # --- apply ---------------------------------------------------------------------------------
