@@ -13,6 +13,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import ObjectStoragePath
 
 from rollout.artifacts import ArtifactDir
+from rollout.fleet import FleetSettings
 from rollout.paths import STATE_DIR
 from rollout.settings import RolloutSettings
 from rollout.steps import Run, approval_body, predict_production_lock
@@ -38,15 +39,17 @@ def run_artifacts(dag_id: str, run_id: str) -> Any:
     return artifacts_base() / dag_id / safe_run_id(run_id)
 
 
-def fail_task(context: Any, exc: Exception) -> Exception:
+def fail_task(context: Any, exc: Exception, folder: ArtifactDir | None = None) -> Exception:
     """The exception that fails a task for a known reason: no retry, and the reason kept in the
-    run's artifacts (failures/<task>.txt) for the report and the person reading it."""
+    run's artifacts (failures/<task>.txt, in `folder` when given: a fleet target's own) for the
+    report and the person reading it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    folder = fail_safe_artifacts(context)
+    folder = folder or fail_safe_artifacts(context)
     if folder is not None:
         try:
-            folder.write_text(f"failures/{context['ti'].task_id}.txt", f"{exc}\n")
+            task = context["ti"].task_id.rsplit(".", 1)[-1]
+            folder.write_text(f"failures/{task}.txt", f"{exc}\n")
         except OSError as write_error:  # the reason still reaches the task log below
             log.warning("could not keep the failure reason: %s", write_error)
     log.error("%s", exc)
@@ -65,9 +68,10 @@ def run_page_url(dag_id: str, run_id: str) -> str:
     return f"{base}{run_page_path(dag_id, run_id)}"
 
 
-def run_step(step: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run one step of rollout.steps for this task: say what it does and how long it took;
-    a known failure (RolloutError) fails the task with its reason kept, without retry."""
+def run_step(step: Any, context: Any, *args: Any, run: Run | None = None, **kwargs: Any) -> Any:
+    """Run one step of rollout.steps for this task (on `run`, default the run's own): say what
+    it does and how long it took; a known failure (RolloutError) fails the task with its reason
+    kept, without retry."""
     import time
 
     from rollout.errors import RolloutError
@@ -76,10 +80,11 @@ def run_step(step: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
     started = time.monotonic()
     log.info("%s: starting", task_id)
     try:
-        result = step(run_from_context(context), *args, **kwargs)
+        run = run or run_from_context(context)
+        result = step(run, *args, **kwargs)
     except RolloutError as exc:
         log.info("%s: failed after %.1f s", task_id, time.monotonic() - started)
-        raise fail_task(context, exc) from exc
+        raise fail_task(context, exc, run.artifacts if run else None) from exc
     log.info("%s: done in %.1f s", task_id, time.monotonic() - started)
     return result
 
@@ -94,13 +99,15 @@ def fail_safe_artifacts(context: Any) -> ArtifactDir | None:
         return None
 
 
-def send_outcome(context: Any, run: Run, outcome: str) -> None:
+def send_outcome(
+    context: Any, run: Run, outcome: str, states: dict[str, str] | None = None
+) -> None:
     """The one message at the end of a run: outcome, version, each target's state, the link."""
     from rollout.notify import Notice, send
     from rollout.steps import target_states
 
     dag_run = context["dag_run"]
-    states = target_states(run)
+    states = states if states is not None else target_states(run)
     lines = [f"Rollout of {run.bundle.path.name}: {outcome}.", ""]
     lines += [f"- {target}: {state}" for target, state in states.items()]
     send(
@@ -115,7 +122,19 @@ def send_outcome(context: Any, run: Run, outcome: str) -> None:
 
 
 def settings_from_context(context: Any) -> RolloutSettings:
-    return RolloutSettings.from_params(dict(context["params"]))
+    params = dict(context["params"])
+    if "production_targets" in params:  # the fleet DAG: production is its first target here
+        return fleet_from_context(context).rollout
+    return RolloutSettings.from_params(params)
+
+
+def fleet_from_context(context: Any) -> FleetSettings:
+    return FleetSettings.from_params(dict(context["params"]))
+
+
+def fleet_dsns(settings: FleetSettings) -> dict[str, str]:
+    """Every production target's DSN: a connection that is not defined fails here, named."""
+    return {conn_id: resolve_target(conn_id) for conn_id in settings.targets}
 
 
 def run_from_context(context: Any) -> Run:
@@ -186,4 +205,46 @@ class ProductionApproval(ApprovalOperator):
             self.assigned_users = [{"id": user, "name": user} for user in s.approvers]
         log.info("approval requested: %s", self.subject)
         log.info("%s", self.body)
+        return super().execute(context)
+
+
+class WaveApproval(ApprovalOperator):
+    """The gate before each wave after the canary (approve_each_wave): the previous wave's
+    results in front of the person. Reject, or no answer in time, starts no further target."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from rollout.notify import ApprovalWaitingNotifier
+
+        super().__init__(
+            subject="Start the next wave?",
+            body="(filled in when the gate opens)",
+            fail_on_reject=True,
+            notifiers=[ApprovalWaitingNotifier()],
+            **kwargs,
+        )
+
+    def execute(self, context: Any) -> Any:
+        settings = fleet_from_context(context)
+        ti = context["ti"]
+        facts = ti.xcom_pull(task_ids="wave_gate.wait_for_wave", map_indexes=ti.map_index)
+        wave, waves = facts["wave"], settings.waves
+        dag_run = context["dag_run"]
+        self.subject = f"Start wave {wave + 1} of {len(waves)} ({len(waves[wave])} targets)?"
+        self.body = "\n".join(
+            [
+                f"Wave {wave} of the rollout of **{settings.rollout.bundle.path.name}** is done:",
+                "",
+                *(f"- {conn_id}: {state}" for conn_id, state in facts["previous"].items()),
+                "",
+                f"Next: {', '.join(waves[wave])}.",
+                f"Reject (or no answer in {settings.rollout.approval_timeout_h:g} h) → no "
+                f"further target starts; applied targets: {settings.on_target_failure}.",
+                "",
+                f"Artifacts: {run_page_url(dag_run.dag_id, dag_run.run_id)}",
+            ]
+        )
+        self.response_timeout = dt.timedelta(hours=settings.rollout.approval_timeout_h)
+        if settings.rollout.approvers:
+            self.assigned_users = [{"id": u, "name": u} for u in settings.rollout.approvers]
+        log.info("approval requested: %s", self.subject)
         return super().execute(context)

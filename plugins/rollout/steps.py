@@ -340,6 +340,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"{validation['catalog']} catalog checks passed",
             f"- Assignment tests on staging: {tests['line']}",
             f"- Schema change (db-diff): {diff['change']}; staging/production drift: {drift}",
+            *_fleet_lines(pre),
             f"- Production: {pre['production']['allocation_rows']:,} allocations; predicted lock "
             f"on allocations **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
             f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
@@ -352,6 +353,17 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"Artifacts: {artifacts_url}",
         ]
     )
+
+
+def _fleet_lines(pre: dict[str, Any]) -> list[str]:
+    """The fleet rollout's preflight names its targets and waves; the single one does not."""
+    if "plan" not in pre:
+        return []
+    return [
+        f"- Fleet: {len(pre['plan'])} production targets in {pre['waves']} waves, canary first; "
+        f"a failed target stops the rest (on_target_failure={pre['on_target_failure']}); "
+        f"below: the largest, {pre['production']['conn_id']}",
+    ]
 
 
 # --- the window and the lock budget --------------------------------------------------------
@@ -491,7 +503,7 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     lines += ["", "## Artifacts", ""] + [f"- [{f}]({f})" for f in headline_artifacts(files)] + [""]
     markdown = "\n".join(lines)
     run.artifacts.write_text("summary.md", markdown)
-    run.artifacts.write_text("summary.html", _html(markdown, files, outcome))
+    run.artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
     run.say(f"report: {outcome}; {len(files)} artifacts")
     return {"outcome": outcome, "artifacts": files}
 
@@ -553,7 +565,7 @@ def _note(note: Any) -> str:
     return text.replace("|", "/").replace("\n", " ")[:300]
 
 
-def _html(markdown: str, files: list[str], outcome: str) -> str:
+def summary_html(markdown: str, files: list[str], outcome: str) -> str:
     import html
 
     links = "\n".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)

@@ -1,0 +1,297 @@
+"""A fleet of production targets, rolled out in waves: which targets, in which waves, when a
+target may start, and how each one ended.
+
+Plain functions over connection ids and task states, tested without Airflow; the DAG
+`fleet_rollout` (dags/fleet_rollout.py) wires them. A target is an Airflow connection id, as
+in the single-target rollout. The trigger form names targets three ways:
+
+- a connection id: `prod_eu_1`;
+- a glob pattern over the connection ids this tool knows (the fleet file's members and
+  `AIRFLOW_CONN_*` variables): `prod_eu_*`;
+- a group of the fleet file: `@eu` (`[groups] eu = ["prod_eu_1", "prod_eu_*"]` in
+  `fleet.toml`, or the file `ROLLOUT_FLEET_FILE` names).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from rollout.paths import PROJECT_ROOT
+from rollout.settings import PARAM_SCHEMA, RolloutSettings, SettingsError
+
+FLEET_FILE_ENV = "ROLLOUT_FLEET_FILE"
+GROUP_TASK = "target"  # the mapped task group of the DAG: one instance per target
+# The tasks of one target, in order; the last one succeeding means the target is healthy.
+TARGET_TASKS = ("wait_for_turn", "preflight", "apply", "validate", "monitor")
+ROLLBACK_TASK = "rollback_target"
+GATE_TASK = "wave_gate.approve_wave"
+
+FLEET_PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
+    "production_targets": (
+        ["rollout_production"],
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "Production targets: connection ids, glob patterns (prod_*), or @group of fleet.toml.",
+    ),
+    "canary_size": (1, {"type": "integer", "minimum": 1}, "Targets in the first wave."),
+    "wave_size": (5, {"type": "integer", "minimum": 1}, "Targets in each later wave."),
+    "on_target_failure": (
+        "leave_healthy",
+        {"type": "string", "enum": ["leave_healthy", "rollback_all"]},
+        "When a target fails: no new target starts, and the applied ones stay (leave_healthy) "
+        "or are rolled back (rollback_all). The failed target itself is always rolled back.",
+    ),
+    "approve_each_wave": (
+        False,
+        {"type": "boolean"},
+        "A person approves each wave after the canary, the previous wave's results in front.",
+    ),
+}
+# The fleet DAG's form: the rollout's parameters, production_conn_id replaced by the list.
+FLEET_DAG_PARAMS = {
+    **{k: v for k, v in PARAM_SCHEMA.items() if k != "production_conn_id"},
+    **FLEET_PARAM_SCHEMA,
+}
+
+
+class FleetError(SettingsError):
+    """A fleet parameter or fleet file that cannot be used; the message names it."""
+
+
+def fleet_file() -> Path:
+    return Path(os.environ.get(FLEET_FILE_ENV) or PROJECT_ROOT / "fleet.toml")
+
+
+def load_groups(path: Path | None = None) -> dict[str, list[str]]:
+    """The fleet file's groups, or none when there is no file."""
+    path = path or fleet_file()
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FleetError(f"fleet file {path}: {exc}") from None
+    groups = data.get("groups", {})
+    if not isinstance(groups, dict) or not all(
+        isinstance(v, list) and all(isinstance(i, str) for i in v) for v in groups.values()
+    ):
+        raise FleetError(f"fleet file {path}: [groups] maps names to lists of connection ids")
+    return groups
+
+
+def known_connection_ids(
+    groups: Mapping[str, list[str]], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """What a pattern can match: the plain ids in the fleet file and AIRFLOW_CONN_* variables.
+    (Connections kept only in Airflow's database cannot be listed from a task: name them, or
+    put them in a group.)"""
+    environ = os.environ if environ is None else environ
+    found = {
+        i for members in groups.values() for i in members
+        if not _is_pattern(i) and not i.startswith("@")
+    }  # fmt: skip
+    found |= {k[len("AIRFLOW_CONN_") :].lower() for k in environ if k.startswith("AIRFLOW_CONN_")}
+    return sorted(found)
+
+
+def _is_pattern(item: str) -> bool:
+    return any(c in item for c in "*?[")
+
+
+def resolve_targets(
+    items: Iterable[str], groups: Mapping[str, list[str]], known: Iterable[str]
+) -> list[str]:
+    """The connection ids the trigger's list names, in its order, each once."""
+    known = sorted(set(known))
+    resolved: list[str] = []
+
+    def add(item: str, via: tuple[str, ...] = ()) -> None:
+        if item.startswith("@"):
+            name = item[1:]
+            if name not in groups:
+                raise FleetError(
+                    f"production_targets: no group {name!r} in {fleet_file()}"
+                    + (f" (groups: {', '.join(sorted(groups))})" if groups else " (no groups)")
+                )
+            if name in via:
+                raise FleetError(f"production_targets: group {name!r} contains itself")
+            for member in groups[name]:
+                add(member, (*via, name))
+        elif _is_pattern(item):
+            matches = fnmatch.filter(known, item)
+            if not matches:
+                raise FleetError(
+                    f"production_targets: the pattern {item!r} matches no known connection id "
+                    "(patterns match AIRFLOW_CONN_* variables and the fleet file's members)"
+                )
+            for match in matches:
+                add(match, via)
+        elif item not in resolved:
+            resolved.append(item)
+
+    for item in items:
+        add(item)
+    return resolved
+
+
+def plan_waves(targets: list[str], canary_size: int, wave_size: int) -> list[list[str]]:
+    """The canary wave first, then waves of wave_size, in the targets' order."""
+    if canary_size < 1 or wave_size < 1:
+        raise FleetError("canary_size and wave_size must be at least 1")
+    waves = [targets[:canary_size]]
+    rest = targets[canary_size:]
+    waves += [rest[i : i + wave_size] for i in range(0, len(rest), wave_size)]
+    return [w for w in waves if w]
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    rollout: RolloutSettings  # production_conn_id: the first target (the approval's figures)
+    targets: list[str]
+    canary_size: int
+    wave_size: int
+    on_target_failure: str
+    approve_each_wave: bool
+
+    @property
+    def waves(self) -> list[list[str]]:
+        return plan_waves(self.targets, self.canary_size, self.wave_size)
+
+    def plan(self) -> list[dict[str, Any]]:
+        """One entry per target, in order: what each mapped task instance gets."""
+        return [
+            {"conn_id": conn_id, "wave": wave}
+            for wave, members in enumerate(self.waves)
+            for conn_id in members
+        ]
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Mapping[str, Any],
+        groups: Mapping[str, list[str]] | None = None,
+        known: Iterable[str] | None = None,
+    ) -> FleetSettings:
+        fleet = {k: params.get(k, d) for k, (d, _, _) in FLEET_PARAM_SCHEMA.items()}
+        schema = {
+            "type": "object",
+            "properties": {k: spec for k, (_, spec, _) in FLEET_PARAM_SCHEMA.items()},
+        }
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft7Validator(schema).iter_errors(fleet)
+        )
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "parameters"
+            raise FleetError(f"{where}: {error.message}")
+        if "production_conn_id" in params:
+            raise FleetError(
+                "production_conn_id: the fleet rollout names its targets in production_targets"
+            )
+        groups = load_groups() if groups is None else groups
+        known = known_connection_ids(groups) if known is None else known
+        targets = resolve_targets(fleet["production_targets"], groups, known)
+        rest = {k: v for k, v in params.items() if k not in FLEET_PARAM_SCHEMA}
+        staging = rest.get("staging_conn_id", PARAM_SCHEMA["staging_conn_id"][0])
+        if staging in targets:
+            raise FleetError(
+                f"production_targets: {staging!r} is the staging target; it cannot be production"
+            )
+        rollout = RolloutSettings.from_params({**rest, "production_conn_id": targets[0]})
+        return cls(
+            rollout=rollout,
+            targets=targets,
+            canary_size=fleet["canary_size"],
+            wave_size=fleet["wave_size"],
+            on_target_failure=fleet["on_target_failure"],
+            approve_each_wave=fleet["approve_each_wave"],
+        )
+
+
+# --- where each target stands, from the run's task states ----------------------------------
+
+FAILED = ("failed", "upstream_failed")
+FINAL_STATES = ("applied", "rolled back", "not applied", "refused")
+
+
+def target_task_states(states: Mapping[str, str], index: int) -> dict[str, str | None]:
+    """The states of one target's tasks (mapped instance `index` of the group)."""
+    return {t: states.get(f"{GROUP_TASK}.{t}_{index}") for t in TARGET_TASKS}
+
+
+def target_progress(states: Mapping[str, str], index: int) -> str:
+    """healthy, failed, stopped (never started: the fleet stopped) or running."""
+    own = target_task_states(states, index)
+    if any(s in FAILED for s in own.values()):
+        return "failed"
+    if own["monitor"] == "success":
+        return "healthy"
+    if own["wait_for_turn"] == "skipped":
+        return "stopped"
+    return "running"
+
+
+@dataclass(frozen=True)
+class Turn:
+    action: str  # go, wait, stop
+    reason: str
+
+
+def decide_turn(
+    plan: list[dict[str, Any]],
+    index: int,
+    states: Mapping[str, str],
+    approve_each_wave: bool,
+) -> Turn:
+    """May target `index` start now? Not after any target failed (no new target starts); not
+    before every target of the earlier waves is healthy and, where asked, a person approved
+    its wave."""
+    wave = plan[index]["wave"]
+    progress = {i: target_progress(states, i) for i in range(len(plan))}
+    failed = [plan[i]["conn_id"] for i, p in progress.items() if p == "failed" and i != index]
+    if failed:
+        return Turn("stop", f"not started: the fleet stopped after {', '.join(failed)} failed")
+    if approve_each_wave and wave > 0:
+        gate = states.get(f"{GATE_TASK}_{wave - 1}")
+        if gate in (*FAILED, "skipped"):
+            return Turn("stop", f"not started: wave {wave} was not approved")
+        if gate != "success":
+            return Turn("wait", f"wave {wave} waits for its approval")
+    waiting = [plan[i]["conn_id"] for i, p in progress.items()
+               if plan[i]["wave"] < wave and p != "healthy"]  # fmt: skip
+    if waiting:
+        return Turn("wait", f"wave {wave} waits for {len(waiting)} target(s) of earlier waves")
+    return Turn("go", f"wave {wave}: every earlier wave is healthy")
+
+
+def wave_summary(plan: list[dict[str, Any]], wave: int, states: Mapping[str, str]) -> dict:
+    """How the targets of one wave stand: {conn_id: progress}."""
+    return {
+        t["conn_id"]: target_progress(states, i) for i, t in enumerate(plan) if t["wave"] == wave
+    }
+
+
+def final_state(
+    ledger_state: str, states: Mapping[str, str], index: int, reason: str | None
+) -> tuple[str, str]:
+    """(state, why) of one target at the end: applied, not applied, rolled back or refused.
+
+    ledger_state is what the target's ledger says of the version (applied, rolled back, not
+    applied); reason is what its tasks left to say (a failure, or why it never started)."""
+    own = target_task_states(states, index)
+    rollback = states.get(f"{ROLLBACK_TASK}_{index}")
+    if rollback == "failed":
+        return "refused", reason or "its rollback was refused"
+    if ledger_state == "rolled back" and rollback == "success":
+        return "rolled back", reason or "rolled back with the fleet (on_target_failure)"
+    if "failed" in (own["wait_for_turn"], own["preflight"]):
+        return "refused", reason or "refused before the apply"
+    if ledger_state == "applied":
+        return "applied", reason or ""
+    return "not applied", reason or "never started"

@@ -1,0 +1,167 @@
+"""The fleet rollout's own steps, callable without Airflow: the fleet's preflight, one target's
+`Run`, the rollback decision and the fleet report. Every per-target step is the single-target
+rollout's own (`rollout.steps`), run against that target's `Run`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from rollout import db, fleet, ledger
+from rollout.artifacts import list_tree
+from rollout.errors import RolloutError, TargetUnavailable
+from rollout.locktime import allocation_rows, predict_lock_seconds
+from rollout.steps import Run, headline_artifacts, preflight_target, summary_html
+
+NOT_STARTED_FILE = "not-started.txt"
+
+
+def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, str]) -> dict:
+    """Before anything runs: staging's preflight, and every production target answering (its
+    connection was resolved by the caller: a missing one has failed already). The largest
+    target's row count sizes the approval's predicted lock."""
+    bundle = run.bundle
+    run.say(
+        f"fleet preflight: {bundle.path.name}, {len(settings.targets)} production targets in "
+        f"{len(settings.waves)} waves"
+    )
+    run.artifacts.write_json(
+        "run.json",
+        {"run_id": run.run_id, "actor": run.actor, "version": bundle.version,
+         "checksum": bundle.checksum, "window": run.settings.window.describe(),
+         "targets": {"staging": run.settings.staging_conn_id, "production": settings.targets},
+         "waves": settings.waves, "on_target_failure": settings.on_target_failure},
+    )  # fmt: skip
+    staging = preflight_target(run, "staging")
+    rows: dict[str, int] = {}
+    for conn_id in settings.targets:
+        try:
+            with db.connect(dsns[conn_id], application_name="rollout-preflight") as conn:
+                rows[conn_id] = allocation_rows(conn)
+        except TargetUnavailable as exc:
+            raise TargetUnavailable(f"production target {conn_id}: {exc}") from None
+    largest = max(rows, key=rows.__getitem__)
+    run.say(
+        f"fleet preflight: all {len(rows)} targets answer; largest {largest}, {rows[largest]:,}"
+    )
+    return {
+        "version": bundle.version,
+        "checksum": bundle.checksum,
+        "staging": staging,
+        "production": {"conn_id": largest, "allocation_rows": rows[largest]},
+        "targets": rows,
+        "plan": settings.plan(),
+        "waves": len(settings.waves),
+        "on_target_failure": settings.on_target_failure,
+    }
+
+
+def target_run(run: Run, conn_id: str, dsn: str) -> Run:
+    """The single-target `Run` of one production target: its own artifact folder
+    (targets/<conn_id>/), staging shared."""
+    return dataclasses.replace(
+        run,
+        settings=dataclasses.replace(run.settings, production_conn_id=conn_id),
+        dsns={"staging": run.dsns["staging"], "production": dsn},
+        artifacts=run.artifacts.subdir(f"targets/{conn_id}"),
+    )
+
+
+def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
+    measured = staging_apply.get("lock_seconds")
+    if measured is None:
+        raise RolloutError("staging has no measured lock time (applied outside this tool?)")
+    rows = staging_apply.get("allocation_rows") or staging_rows
+    return predict_lock_seconds(measured, max(rows, 1), target_rows)
+
+
+def rollback_reason(
+    settings: fleet.FleetSettings, plan: list[dict], index: int, states: Mapping[str, str]
+) -> str | None:
+    """Why target `index` is to be rolled back, or None to leave it as it is."""
+    own = fleet.target_task_states(states, index)
+    if own["apply"] == "success" and any(own[t] in fleet.FAILED for t in ("validate", "monitor")):
+        if own["monitor"] == "failed" and own["validate"] == "success":
+            if settings.rollout.on_regression == "keep":
+                return None
+            return "its performance regressed (on_regression=rollback_production)"
+        return "its validation failed"
+    failed = [
+        t["conn_id"] for i, t in enumerate(plan) if fleet.target_progress(states, i) == "failed"
+    ]
+    rejected = any(
+        s in fleet.FAILED for k, s in states.items() if k.startswith(f"{fleet.GATE_TASK}_")
+    )
+    if (failed or rejected) and settings.on_target_failure == "rollback_all":
+        why = f"{', '.join(failed)} failed" if failed else "a wave was not approved"
+        return f"{why}; on_target_failure=rollback_all"
+    return None
+
+
+def target_reason(run: Run) -> str | None:
+    """What a target's tasks left to say: its failures, or why it never started."""
+    notes = []
+    for name in list_tree(run.artifacts.root):
+        if name.startswith("failures/") or name == NOT_STARTED_FILE:
+            notes.append(run.artifacts.path(name).read_text().strip())
+    return "; ".join(notes) or None
+
+
+def ledger_state(run: Run) -> str:
+    try:
+        with run.connect("production", "report") as conn:
+            state = ledger.version_state(conn, run.bundle.version)
+    except RolloutError as exc:
+        return f"unknown ({exc})"
+    if state.applied:
+        return "applied"
+    return "rolled back" if state.at is not None else "not applied"
+
+
+def write_fleet_report(
+    run: Run,
+    plan: list[dict],
+    target_runs: list[Run],
+    states: Mapping[str, str],
+) -> dict:
+    """fleet-report.{md,json} and summary.{md,html}: the outcome and each target's final
+    state (applied / not applied / rolled back / refused) and why."""
+
+    rows = []
+    for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
+        state, why = fleet.final_state(ledger_state(trun), states, index, target_reason(trun))
+        rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
+                     "why": why})  # fmt: skip
+    counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}
+    staging_failed = [
+        t
+        for t, s in states.items()
+        if s == "failed" and not t.startswith(("target.", "wave_gate."))
+    ]
+    all_applied = counts["applied"] == len(rows) and not any(
+        s in fleet.FAILED for s in states.values()
+    )
+    if all_applied:
+        outcome = "succeeded"
+    elif staging_failed:
+        outcome = f"stopped before production: {staging_failed[0]} failed"
+    else:
+        outcome = "failed: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    lines = [
+        f"# Fleet rollout {run.bundle.version}: {outcome}",
+        "",
+        f"Run `{run.run_id}`" + (f", triggered by {run.actor}" if run.actor else "") + ".",
+        "",
+        "| target | wave | state | why |",
+        "|---|---:|---|---|",
+        *(f"| {r['conn_id']} | {r['wave']} | {r['state']} | {r['why'].replace('|', '/')} |"
+          for r in rows),
+    ]  # fmt: skip
+    files = [f for f in list_tree(run.artifacts.root) if not f.startswith("summary.")]
+    lines += ["", "## Artifacts", "", *(f"- [{f}]({f})" for f in headline_artifacts(files)), ""]
+    markdown = "\n".join(lines)
+    run.artifacts.write_json("fleet-report.json", {"outcome": outcome, "targets": rows})
+    run.artifacts.write_text("summary.md", markdown)
+    run.artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
+    run.say(f"fleet report: {outcome}")
+    return {"outcome": outcome, "targets": rows, "counts": counts}
