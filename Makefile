@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
+FLEET ?= 0
 
 .PHONY: install browser demo up test test-fast lint stop bench-seed bench-validation bench-probes bench-locktime
 
@@ -11,11 +12,11 @@ install:  ## uv (from PyPI) and the locked dependencies into .venv
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	@$(UV) sync --frozen --quiet
 
-demo: install  ## the whole rollout: seed staging and production, run the DAG on Airflow, list artifacts
-	@$(UV) run --frozen python -m rollout demo --allocations $(ALLOCATIONS)
+demo: install  ## the whole rollout: seed staging and production, run the DAG on Airflow, list artifacts (FLEET=5: to 5 production databases in waves)
+	@$(UV) run --frozen python -m rollout demo --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
 up: install  ## the demo databases and a local Airflow UI, to trigger and approve by hand
-	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS)
+	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
 test: install lint browser  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
 	@$(UV) run --frozen pytest

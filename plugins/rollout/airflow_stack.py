@@ -24,6 +24,9 @@ from rollout.paths import PROJECT_ROOT, STATE_DIR
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 ADMIN_USER = "admin"
 DAG_ID = "migration_rollout"
+FLEET_DAG_ID = "fleet_rollout"
+FLEET_POOL = "rollout_fleet"  # the fleet DAG's targets work in it: its slots bound them
+REDIS_BROKER = "redis://127.0.0.1:6379/0"
 FINISHED = ("success", "failed")
 
 
@@ -33,6 +36,13 @@ class AirflowStack:
     port: int = int(os.environ.get("ROLLOUT_AIRFLOW_PORT", "8080"))
     connections: dict[str, str] = field(default_factory=dict)  # conn id -> libpq DSN
     extra_env: dict[str, str] = field(default_factory=dict)
+    # LocalExecutor by default; CeleryExecutor runs tasks on `celery_workers` workers of its
+    # own (a queue of their own on the broker, so two stacks never take each other's tasks).
+    executor: str = "LocalExecutor"
+    celery_workers: int = 2
+    broker_url: str = os.environ.get("ROLLOUT_CELERY_BROKER", REDIS_BROKER)
+    parallelism: int = 4
+    fleet_pool_slots: int = int(os.environ.get("ROLLOUT_FLEET_CONCURRENCY", "4"))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _token: str | None = None
 
@@ -67,8 +77,8 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -88,10 +98,34 @@ class AirflowStack:
             "ROLLOUT_PROJECT_ROOT": str(PROJECT_ROOT),
             "ROLLOUT_STATE_DIR": str(STATE_DIR),
         }
+        if self.executor == "CeleryExecutor":
+            env.update(
+                {
+                    "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+                    "AIRFLOW__CELERY__RESULT_BACKEND": self.broker_url,
+                    "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"rollout-{self._secret('queue')[:8]}",
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.parallelism),
+                }
+            )
         for conn_id, dsn in self.connections.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = connection_json(dsn)
         env.update(self.extra_env)
         return env
+
+    def _commands(self, env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+        """name -> (airflow arguments, environment) of each process of the stack."""
+        commands = {name: ([name], env) for name in COMPONENTS}
+        if self.executor == "CeleryExecutor":
+            queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+            for i in range(1, self.celery_workers + 1):
+                # Each worker serves its task logs on a port of its own (one machine here).
+                worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())}
+                commands[f"celery-worker-{i}"] = (
+                    ["celery", "worker", "--queues", queue, "--celery-hostname",
+                     f"rollout-{i}@%h"],
+                    worker_env,
+                )  # fmt: skip
+        return commands
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
         completed = subprocess.run(
@@ -107,23 +141,30 @@ class AirflowStack:
     def start(self, say: Callable[[str], None] = print, timeout: float = 180) -> None:
         say(f"airflow: metadata database in {self.home} (airflow db migrate)")
         self.airflow("db", "migrate")
+        self.airflow(
+            "pools", "set", FLEET_POOL, str(self.fleet_pool_slots),
+            "fleet_rollout: production targets worked on at once",
+        )  # fmt: skip
         logs = self.home / "component-logs"
         logs.mkdir(exist_ok=True)
-        env = self.env()
-        for name in COMPONENTS:
+        commands = self._commands(self.env())
+        for name, (args, env) in commands.items():
             log = (logs / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(
-                [str(Path(sys.executable).parent / "airflow"), name],
+                [str(Path(sys.executable).parent / "airflow"), *args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        say(f"airflow: started {', '.join(COMPONENTS)}; waiting for {self.url}")
+        say(f"airflow ({self.executor}): started {', '.join(commands)}; waiting for {self.url}")
         try:
             self.wait_until(
                 self._healthy, timeout, "the api-server to answer and the scheduler to beat"
             )
-            self.wait_until(
-                lambda: self._dag_parsed(DAG_ID), timeout, f"the DAG {DAG_ID} to be parsed"
-            )
+            for dag_id in (DAG_ID, FLEET_DAG_ID):
+                self.wait_until(
+                    lambda dag_id=dag_id: self._dag_parsed(dag_id),
+                    timeout,
+                    f"the DAG {dag_id} to be parsed",
+                )
         except BaseException:
             self.stop()  # never leave half a stack running
             raise
@@ -237,18 +278,20 @@ class AirflowStack:
 
         return self.wait_until(reached, timeout, f"{task_id} to reach {'/'.join(states)}")
 
-    def pending_approval(self, run_id: str, dag_id: str = DAG_ID) -> dict | None:
+    def pending_approvals(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        """The run's gates waiting for a person, each with its task_instance (task_id,
+        map_index): what the UI's Required Actions page lists."""
         response = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
         response.raise_for_status()
-        pending = [d for d in response.json()["hitl_details"] if not d.get("response_received")]
-        return pending[0] if pending else None
+        return [d for d in response.json()["hitl_details"] if not d.get("response_received")]
 
     def answer(self, run_id: str, option: str, task_id: str = "approve_production",
-               dag_id: str = DAG_ID) -> dict:  # fmt: skip
+               dag_id: str = DAG_ID, map_index: int = -1) -> dict:  # fmt: skip
         """Exactly the call the UI's Required Actions page makes when a person clicks."""
         response = self.request(
             "PATCH",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}"
+            "/hitlDetails",
             json={"chosen_options": [option], "params_input": {}},
         )
         if response.status_code >= 400:
@@ -257,8 +300,18 @@ class AirflowStack:
             )
         return response.json()
 
-    def required_actions_url(self, run_id: str, task_id: str = "approve_production") -> str:
-        return f"{self.url}/dags/{DAG_ID}/runs/{run_id}/tasks/{task_id}/required_actions"
+    def required_actions_url(
+        self, run_id: str, task_id: str = "approve_production", dag_id: str = DAG_ID
+    ) -> str:
+        return f"{self.url}/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/required_actions"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def connection_json(dsn: str) -> str:

@@ -60,7 +60,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "monitor_period_s": args.monitor_period,
             "regression_threshold": args.regression_threshold,
         }
-        return run_demo(allocations=args.allocations, seed=args.seed, conf=conf, say=_say)
+        return run_demo(
+            allocations=args.allocations, seed=args.seed, conf=conf, say=_say, fleet=args.fleet
+        )
     _say(f"preparing {', '.join(TARGETS)} ({args.allocations:,} allocations each)")
     targets = [
         prepare_target(
@@ -79,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from rollout.demo_rollout import start_stack
 
-    stack = start_stack(args.allocations, args.seed, reset=args.reset, say=_say)
+    stack = start_stack(args.allocations, args.seed, reset=args.reset, say=_say, fleet=args.fleet)
     with stack:
         print(f"\nAirflow UI: {stack.url}  (user admin, password {stack.password})")
         print("Trigger migration_rollout there, then approve it under Required Actions.")
@@ -248,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--monitor-period", type=int, default=20, help="seconds of monitoring")
     p.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="roll out to this many production databases in waves (the fleet_rollout DAG)",
+    )
+    p.add_argument(
         "--regression-threshold",
         type=_ratio,
         default=probes.DEFAULT_THRESHOLD,
@@ -259,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocations", type=_positive_int, default=DEFAULT_ALLOCATIONS)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--reset", action="store_true", help="drop the embedded demo databases first")
+    p.add_argument("--fleet", type=int, default=0, help="also this many fleet_N databases")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("seed", help="fill an empty database (baseline applied if missing)")

@@ -82,3 +82,34 @@ def prepare_target(
         else:
             progress(f"{name}: already seeded ({existing:,} allocations); --reset starts over")
     return DemoTarget(name=name, dsn=dsn, embedded=not external, allocations=existing)
+
+
+def prepare_fleet(
+    count: int,
+    *,
+    allocations: int = DEFAULT_ALLOCATIONS,
+    seed: int = 42,
+    reset: bool = False,
+    progress: Callable[[str], None] = print,
+) -> list[DemoTarget]:
+    """`count` production databases `fleet_1`… in the embedded production cluster, each a copy
+    of the seeded production database (seeded once, copied in seconds)."""
+    if target_dsn_from_env("production"):
+        raise RolloutError(
+            "the fleet demo makes its databases in the embedded production cluster: unset "
+            "ROLLOUT_PRODUCTION_DSN, or name your own targets in fleet_rollout's trigger form"
+        )
+    source = prepare_target(
+        "production", allocations=allocations, seed=seed, reset=reset, progress=progress
+    )
+    admin = start_cluster("production").dsn
+    fleet = []
+    for i in range(1, count + 1):
+        name = f"fleet_{i}"
+        if reset:
+            db.drop_database(admin, name)
+        if not db.database_exists(admin, name):
+            db.create_database(admin, name, template=DEMO_DATABASE)
+        fleet.append(DemoTarget(name, db.with_database(admin, name), True, source.allocations))
+    progress(f"production fleet: {count} databases ({', '.join(t.name for t in fleet)})")
+    return fleet
