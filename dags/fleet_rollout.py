@@ -3,11 +3,12 @@
 Staging and its proof come first, as in `migration_rollout`, then one approval for production.
 Production targets (`production_targets`: connection ids, patterns like `prod_*`, or `@group`
 from fleet.toml, all checked before anything runs) are rolled out in waves: a canary wave
-(`canary_size`, default one target), then waves of `wave_size`. Each target runs its own
-preflight, window check, apply, validation and monitoring, as mapped tasks of the group
-`target`, at most as many at once as the pool `rollout_fleet` has slots. A wave starts only when
-every target of the earlier waves is healthy, and, with `approve_each_wave`, when a person
-approved it (the gate `wave_gate.approve_wave`, the previous wave's results in its text).
+(`canary_size`, default one target), then waves of `wave_size`. Wave k is the task group
+`wave_k`: its approval (`approve`, with `approve_each_wave`, the previous wave's results in its
+text), the maintenance window (`wait_for_window`), then one mapped instance of `target` per
+target of the wave: preflight, apply, validate, monitor, at most as many at once as the pool
+`rollout_fleet` has slots. A wave starts only when every target of the wave before succeeded:
+Airflow's own trigger rules hold it back, nothing polls.
 
 When a target fails no further target starts; the failed one is rolled back, and the others
 stay applied (`on_target_failure=leave_healthy`) or are rolled back too (`rollback_all`). The
@@ -41,7 +42,6 @@ from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_t
 from rollout.errors import RolloutError
 
 FLEET_POOL = "rollout_fleet"  # its slots: how many targets work at once
-TURN_POKE_S = 10
 
 
 def _target_run(context, entry: dict) -> steps.Run:
@@ -81,93 +81,103 @@ with DAG(
 
     @task
     def plan_targets(**context) -> list[dict]:
-        """One entry per production target: what each instance of `target` gets."""
+        """One entry per production target, in order: its wave and its slot in the wave."""
         return context["ti"].xcom_pull(task_ids="preflight")["plan"]
 
-    @task
-    def plan_wave_gates(**context) -> list[int]:
-        """The waves a person approves (approve_each_wave): every wave after the canary."""
-        settings = fleet_from_context(context)
-        return list(range(1, len(settings.waves))) if settings.approve_each_wave else []
+    def wave(k: int):
+        """Wave k: its approval (after the canary), the window, then each of its targets."""
 
-    @task_group(group_id="wave_gate")
-    def wave_gate(wave: int):
-        @task.sensor(poke_interval=TURN_POKE_S, mode="reschedule", timeout=8 * 24 * 3600)
-        def wait_for_wave(wave: int, **context) -> PokeReturnValue:
-            """Open the gate of `wave` once the wave before it is healthy."""
-            plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
-            states = task_states(context)
-            if any(fleet.target_progress(states, i) == "failed" for i in range(len(plan))):
-                raise AirflowSkipException("the fleet stopped: no approval needed")
-            previous = fleet.wave_summary(plan, wave - 1, states)
-            done = all(p == "healthy" for p in previous.values())
-            return PokeReturnValue(is_done=done, xcom_value={"wave": wave, "previous": previous})
-
-        wait_for_wave(wave) >> WaveApproval(task_id="approve_wave")
-
-    @task_group(group_id="target")
-    def production_target(entry: dict):
-        @task.sensor(poke_interval=TURN_POKE_S, mode="reschedule", timeout=8 * 24 * 3600)
-        def wait_for_turn(entry: dict, **context) -> PokeReturnValue:
-            """Start when the earlier waves are healthy (and approved) and the window fits;
-            never once a target has failed."""
-            run = _target_run(context, entry)
-            ti = context["ti"]
-            checked = ti.xcom_pull(task_ids="preflight")
-            settings = fleet_from_context(context)
-            turn = fleet.decide_turn(
-                checked["plan"], ti.map_index, task_states(context), settings.approve_each_wave
-            )
-            run.say(f"{entry['conn_id']}: {turn.reason}")
-            if turn.action == "stop":
-                run.artifacts.write_text(fleet_steps.NOT_STARTED_FILE, turn.reason + "\n")
-                raise AirflowSkipException(turn.reason)
-            if turn.action == "wait":
-                return PokeReturnValue(is_done=False)
-            try:
-                predicted = fleet_steps.predict_target_lock(
-                    ti.xcom_pull(task_ids="apply_staging"),
-                    checked["staging"]["allocation_rows"],
-                    checked["targets"][entry["conn_id"]],
-                )
-                decision = steps.check_window(run, predicted, run_started(context))
-                run.say(f"maintenance window: {decision.reason}")
-                if decision.action == "refuse":
-                    raise steps.StepFailed(f"{decision.reason}; {entry['conn_id']} untouched")
-            except RolloutError as exc:
-                raise fail_task(context, exc, run.artifacts) from exc
-            return PokeReturnValue(
-                is_done=decision.action == "go", xcom_value={"predicted_lock_s": predicted}
-            )
-
-        @task(pool=FLEET_POOL)
-        def preflight(entry: dict, **context) -> dict:
-            """This target's own checks and "before", then its performance baseline."""
-            run = _target_run(context, entry)
-            checked = run_step(steps.preflight_target, context, "production", run=run)
-            checked["perf_baseline"] = run_step(steps.baseline_production_perf, context, run=run)
-            return checked
-
-        @task(pool=FLEET_POOL)
-        def apply(entry: dict, **context) -> dict:
-            turn = context["ti"].xcom_pull(
-                task_ids="target.wait_for_turn", map_indexes=context["ti"].map_index
-            )
-            timeout = steps.production_statement_timeout(turn["predicted_lock_s"])
-            return run_step(
-                steps.apply_target, context, "production", statement_timeout_s=timeout,
-                run=_target_run(context, entry),
+        @task_group(group_id=fleet.wave_group(k))
+        def wave_group():
+            @task.sensor(
+                poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600,
+                trigger_rule="none_failed",
             )  # fmt: skip
+            def wait_for_window(**context) -> PokeReturnValue:
+                """Open when the maintenance window is; the wave's largest target's predicted
+                lock must fit what is left of it. Rescheduled: waiting holds no slot."""
+                ti = context["ti"]
+                checked = ti.xcom_pull(task_ids="preflight")
+                members = [t["conn_id"] for t in checked["plan"] if t["wave"] == k]
+                if not members:
+                    raise AirflowSkipException(f"the plan has no wave {k}")
+                run = run_from_context(context)
+                try:
+                    predicted = fleet_steps.predict_target_lock(
+                        ti.xcom_pull(task_ids="apply_staging"),
+                        checked["staging"]["allocation_rows"],
+                        max(checked["targets"][c] for c in members),
+                    )
+                    decision = steps.check_window(run, predicted, run_started(context))
+                    run.say(f"wave {k}, maintenance window: {decision.reason}")
+                    if decision.action == "refuse":
+                        raise steps.StepFailed(f"{decision.reason}; wave {k} untouched")
+                except RolloutError as exc:
+                    raise fail_task(context, exc) from exc
+                return PokeReturnValue(
+                    is_done=decision.action == "go",
+                    xcom_value={"predicted_lock_s": round(predicted, 3)},
+                )
 
-        @task(pool=FLEET_POOL)
-        def validate(entry: dict, **context) -> dict:
-            return run_step(steps.validate, context, "production", run=_target_run(context, entry))
+            # After the wave before: run when it had a success and no failure; an empty wave
+            # after the last skips the rest without running them.
+            @task(trigger_rule="none_failed_min_one_success")
+            def targets(**context) -> list[dict]:
+                """The entries of this wave's targets: what each instance of `target` gets."""
+                plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
+                return [t for t in plan if t["wave"] == k]
 
-        @task(pool=FLEET_POOL)
-        def monitor(entry: dict, **context) -> dict:
-            return run_step(steps.monitor_production_perf, context, run=_target_run(context, entry))
+            @task_group(group_id="target")
+            def target(entry: dict):
+                @task(pool=FLEET_POOL)
+                def preflight(entry: dict, **context) -> dict:
+                    """No start once a target has failed; else this target's own checks and
+                    "before", then its performance baseline."""
+                    run = _target_run(context, entry)
+                    plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
+                    stopped = fleet_steps.stop_reason(plan, task_states(context))
+                    if stopped:
+                        raise AirflowSkipException(stopped)
+                    checked = run_step(steps.preflight_target, context, "production", run=run)
+                    checked["perf_baseline"] = run_step(
+                        steps.baseline_production_perf, context, run=run
+                    )
+                    return checked
 
-        chain(wait_for_turn(entry), preflight(entry), apply(entry), validate(entry), monitor(entry))
+                @task(pool=FLEET_POOL)
+                def apply(entry: dict, **context) -> dict:
+                    window = context["ti"].xcom_pull(
+                        task_ids=f"{fleet.wave_group(k)}.wait_for_window"
+                    )
+                    timeout = steps.production_statement_timeout(window["predicted_lock_s"])
+                    return run_step(
+                        steps.apply_target, context, "production", statement_timeout_s=timeout,
+                        run=_target_run(context, entry),
+                    )  # fmt: skip
+
+                @task(pool=FLEET_POOL)
+                def validate(entry: dict, **context) -> dict:
+                    return run_step(
+                        steps.validate, context, "production", run=_target_run(context, entry)
+                    )
+
+                @task(pool=FLEET_POOL)
+                def monitor(entry: dict, **context) -> dict:
+                    return run_step(
+                        steps.monitor_production_perf, context, run=_target_run(context, entry)
+                    )
+
+                chain(preflight(entry), apply(entry), validate(entry), monitor(entry))
+
+            window = wait_for_window()
+            if k > 0:
+                approval = WaveApproval(
+                    task_id="approve", wave=k, trigger_rule="none_failed_min_one_success"
+                )
+                approval >> window
+            chain(window, target.expand(entry=targets()))
+
+        return wave_group()
 
     @task(trigger_rule="all_done", pool=FLEET_POOL)
     def rollback_target(entry: dict, **context) -> dict:
@@ -209,11 +219,10 @@ with DAG(
     gate = ProductionApproval(task_id="approve_production")
     chain(checked, *staging, gate)
     plan = plan_targets()
-    gates = wave_gate.expand(wave=plan_wave_gates())
-    targets = production_target.expand(entry=plan)
-    gate >> [plan, gates]
+    waves = [wave(k) for k in range(fleet.MAX_WAVES)]
+    chain(gate, plan, *waves)  # wave k+1 after wave k: all of its targets must succeed
     rollbacks = rollback_target.expand(entry=plan)
-    [targets, gates] >> rollbacks
+    waves[-1] >> rollbacks
     staging_rollback = rollback_staging_task()
     [*staging, gate] >> staging_rollback
-    [checked, *staging, gate, plan, gates, targets, rollbacks, staging_rollback] >> report()
+    [checked, *staging, gate, plan, *waves, rollbacks, staging_rollback] >> report()

@@ -209,34 +209,47 @@ class ProductionApproval(ApprovalOperator):
 
 
 class WaveApproval(ApprovalOperator):
-    """The gate before each wave after the canary (approve_each_wave): the previous wave's
+    """The gate before wave `wave` of a fleet (with approve_each_wave): the previous wave's
     results in front of the person. Reject, or no answer in time, starts no further target."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, wave: int, **kwargs: Any) -> None:
         from rollout.notify import ApprovalWaitingNotifier
 
         super().__init__(
-            subject="Start the next wave?",
+            subject=f"Start wave {wave}?",
             body="(filled in when the gate opens)",
             fail_on_reject=True,
             notifiers=[ApprovalWaitingNotifier()],
             **kwargs,
         )
+        self.wave = wave
 
     def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from rollout.fleet import wave_summary
+
         settings = fleet_from_context(context)
-        ti = context["ti"]
-        facts = ti.xcom_pull(task_ids="wave_gate.wait_for_wave", map_indexes=ti.map_index)
-        wave, waves = facts["wave"], settings.waves
+        plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
+        members = [t["conn_id"] for t in plan if t["wave"] == self.wave]
+        if not members:
+            raise AirflowSkipException(f"the plan has no wave {self.wave}")
+        if not settings.approve_each_wave:
+            raise AirflowSkipException("approve_each_wave is off: the wave starts by itself")
+        previous = wave_summary(plan, self.wave - 1, task_states(context))
         dag_run = context["dag_run"]
-        self.subject = f"Start wave {wave + 1} of {len(waves)} ({len(waves[wave])} targets)?"
+        waves = len(settings.waves)
+        self.subject = (
+            f"Start wave {self.wave} of {waves - 1} after the canary ({len(members)} targets)?"
+        )
         self.body = "\n".join(
             [
-                f"Wave {wave} of the rollout of **{settings.rollout.bundle.path.name}** is done:",
+                f"Wave {self.wave - 1} of the rollout of **{settings.rollout.bundle.path.name}** "
+                "is done:",
                 "",
-                *(f"- {conn_id}: {state}" for conn_id, state in facts["previous"].items()),
+                *(f"- {conn_id}: {state}" for conn_id, state in previous.items()),
                 "",
-                f"Next: {', '.join(waves[wave])}.",
+                f"Next: {', '.join(members)}.",
                 f"Reject (or no answer in {settings.rollout.approval_timeout_h:g} h) → no "
                 f"further target starts; applied targets: {settings.on_target_failure}.",
                 "",

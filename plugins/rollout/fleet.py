@@ -28,11 +28,23 @@ from rollout.paths import PROJECT_ROOT
 from rollout.settings import PARAM_SCHEMA, RolloutSettings, SettingsError
 
 FLEET_FILE_ENV = "ROLLOUT_FLEET_FILE"
-GROUP_TASK = "target"  # the mapped task group of the DAG: one instance per target
+# The DAG lays out this many waves; a plan that needs more is refused at preflight (raise
+# wave_size). A fixed chain of waves lets Airflow's own trigger rules hold a wave back until
+# the one before is healthy: nothing polls while it waits.
+MAX_WAVES = 12
 # The tasks of one target, in order; the last one succeeding means the target is healthy.
-TARGET_TASKS = ("wait_for_turn", "preflight", "apply", "validate", "monitor")
+TARGET_TASKS = ("preflight", "apply", "validate", "monitor")
 ROLLBACK_TASK = "rollback_target"
-GATE_TASK = "wave_gate.approve_wave"
+
+
+def wave_group(wave: int) -> str:
+    return f"wave_{wave}"
+
+
+def target_task_id(wave: int, task: str) -> str:
+    """The task id of one of a target's tasks: wave_<k>.target.<task>."""
+    return f"{wave_group(wave)}.target.{task}"
+
 
 FLEET_PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
     "production_targets": (
@@ -165,11 +177,11 @@ class FleetSettings:
         return plan_waves(self.targets, self.canary_size, self.wave_size)
 
     def plan(self) -> list[dict[str, Any]]:
-        """One entry per target, in order: what each mapped task instance gets."""
+        """One entry per target, in order: its wave and its slot (map index) in the wave."""
         return [
-            {"conn_id": conn_id, "wave": wave}
+            {"conn_id": conn_id, "wave": wave, "slot": slot}
             for wave, members in enumerate(self.waves)
-            for conn_id in members
+            for slot, conn_id in enumerate(members)
         ]
 
     @classmethod
@@ -204,6 +216,14 @@ class FleetSettings:
                 f"production_targets: {staging!r} is the staging target; it cannot be production"
             )
         rollout = RolloutSettings.from_params({**rest, "production_conn_id": targets[0]})
+        waves = plan_waves(targets, fleet["canary_size"], fleet["wave_size"])
+        if len(waves) > MAX_WAVES:
+            rest_targets = len(targets) - fleet["canary_size"]
+            needed = -(-rest_targets // (MAX_WAVES - 1))
+            raise FleetError(
+                f"wave_size: {len(targets)} targets make {len(waves)} waves, at most {MAX_WAVES} "
+                f"run; make wave_size at least {needed}"
+            )
         return cls(
             rollout=rollout,
             targets=targets,
@@ -220,78 +240,53 @@ FAILED = ("failed", "upstream_failed")
 FINAL_STATES = ("applied", "rolled back", "not applied", "refused")
 
 
-def target_task_states(states: Mapping[str, str], index: int) -> dict[str, str | None]:
-    """The states of one target's tasks (mapped instance `index` of the group)."""
-    return {t: states.get(f"{GROUP_TASK}.{t}_{index}") for t in TARGET_TASKS}
+def target_task_states(states: Mapping[str, str], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The states of one target's tasks (instance `slot` of its wave's mapped group)."""
+    return {
+        t: states.get(f"{target_task_id(entry['wave'], t)}_{entry['slot']}") for t in TARGET_TASKS
+    }
 
 
-def target_progress(states: Mapping[str, str], index: int) -> str:
-    """healthy, failed, stopped (never started: the fleet stopped) or running."""
-    own = target_task_states(states, index)
+def target_progress(states: Mapping[str, str], entry: Mapping[str, Any]) -> str:
+    """healthy, failed, stopped (skipped: the fleet had stopped) or pending."""
+    own = target_task_states(states, entry)
     if any(s in FAILED for s in own.values()):
         return "failed"
     if own["monitor"] == "success":
         return "healthy"
-    if own["wait_for_turn"] == "skipped":
+    if own["preflight"] == "skipped":
         return "stopped"
-    return "running"
+    return "pending"
 
 
-@dataclass(frozen=True)
-class Turn:
-    action: str  # go, wait, stop
-    reason: str
-
-
-def decide_turn(
-    plan: list[dict[str, Any]],
-    index: int,
-    states: Mapping[str, str],
-    approve_each_wave: bool,
-) -> Turn:
-    """May target `index` start now? Not after any target failed (no new target starts); not
-    before every target of the earlier waves is healthy and, where asked, a person approved
-    its wave."""
-    wave = plan[index]["wave"]
-    progress = {i: target_progress(states, i) for i in range(len(plan))}
-    failed = [plan[i]["conn_id"] for i, p in progress.items() if p == "failed" and i != index]
-    if failed:
-        return Turn("stop", f"not started: the fleet stopped after {', '.join(failed)} failed")
-    if approve_each_wave and wave > 0:
-        gate = states.get(f"{GATE_TASK}_{wave - 1}")
-        if gate in (*FAILED, "skipped"):
-            return Turn("stop", f"not started: wave {wave} was not approved")
-        if gate != "success":
-            return Turn("wait", f"wave {wave} waits for its approval")
-    waiting = [plan[i]["conn_id"] for i, p in progress.items()
-               if plan[i]["wave"] < wave and p != "healthy"]  # fmt: skip
-    if waiting:
-        return Turn("wait", f"wave {wave} waits for {len(waiting)} target(s) of earlier waves")
-    return Turn("go", f"wave {wave}: every earlier wave is healthy")
+def failed_targets(plan: list[dict[str, Any]], states: Mapping[str, str]) -> list[str]:
+    return [t["conn_id"] for t in plan if target_progress(states, t) == "failed"]
 
 
 def wave_summary(plan: list[dict[str, Any]], wave: int, states: Mapping[str, str]) -> dict:
     """How the targets of one wave stand: {conn_id: progress}."""
-    return {
-        t["conn_id"]: target_progress(states, i) for i, t in enumerate(plan) if t["wave"] == wave
-    }
+    return {t["conn_id"]: target_progress(states, t) for t in plan if t["wave"] == wave}
 
 
 def final_state(
-    ledger_state: str, states: Mapping[str, str], index: int, reason: str | None
-) -> tuple[str, str]:
+    ledger_state: str, states: Mapping[str, str], entry: Mapping[str, Any], index: int,
+    reason: str | None,
+) -> tuple[str, str]:  # fmt: skip
     """(state, why) of one target at the end: applied, not applied, rolled back or refused.
 
     ledger_state is what the target's ledger says of the version (applied, rolled back, not
-    applied); reason is what its tasks left to say (a failure, or why it never started)."""
-    own = target_task_states(states, index)
+    applied); index is its place in the plan (the rollback's map index); reason is what its
+    tasks left to say (a failure, or why it never started)."""
+    own = target_task_states(states, entry)
     rollback = states.get(f"{ROLLBACK_TASK}_{index}")
     if rollback == "failed":
         return "refused", reason or "its rollback was refused"
     if ledger_state == "rolled back" and rollback == "success":
         return "rolled back", reason or "rolled back with the fleet (on_target_failure)"
-    if "failed" in (own["wait_for_turn"], own["preflight"]):
+    if own["preflight"] == "failed":
         return "refused", reason or "refused before the apply"
     if ledger_state == "applied":
         return "applied", reason or ""
+    if own["preflight"] is None or own["preflight"] == "upstream_failed":
+        return "not applied", reason or "never started: an earlier wave did not succeed"
     return "not applied", reason or "never started"

@@ -13,7 +13,11 @@ from rollout.errors import RolloutError, TargetUnavailable
 from rollout.locktime import allocation_rows, predict_lock_seconds
 from rollout.steps import Run, headline_artifacts, preflight_target, summary_html
 
-NOT_STARTED_FILE = "not-started.txt"
+# The tasks before the first production target: one failing means production was not reached.
+BEFORE_PRODUCTION = (
+    "preflight", "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
+    "approve_production",
+)  # fmt: skip
 
 
 def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, str]) -> dict:
@@ -75,22 +79,28 @@ def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int
     return predict_lock_seconds(measured, max(rows, 1), target_rows)
 
 
+def stop_reason(plan: list[dict], states: Mapping[str, str]) -> str | None:
+    """Why no further target may start (a target failed), or None."""
+    failed = fleet.failed_targets(plan, states)
+    return f"not started: the fleet stopped after {', '.join(failed)} failed" if failed else None
+
+
 def rollback_reason(
     settings: fleet.FleetSettings, plan: list[dict], index: int, states: Mapping[str, str]
 ) -> str | None:
-    """Why target `index` is to be rolled back, or None to leave it as it is."""
-    own = fleet.target_task_states(states, index)
+    """Why target `index` of the plan is to be rolled back, or None to leave it as it is."""
+    own = fleet.target_task_states(states, plan[index])
     if own["apply"] == "success" and any(own[t] in fleet.FAILED for t in ("validate", "monitor")):
         if own["monitor"] == "failed" and own["validate"] == "success":
             if settings.rollout.on_regression == "keep":
                 return None
             return "its performance regressed (on_regression=rollback_production)"
         return "its validation failed"
-    failed = [
-        t["conn_id"] for i, t in enumerate(plan) if fleet.target_progress(states, i) == "failed"
-    ]
+    failed = fleet.failed_targets(plan, states)
     rejected = any(
-        s in fleet.FAILED for k, s in states.items() if k.startswith(f"{fleet.GATE_TASK}_")
+        s in fleet.FAILED
+        for k, s in states.items()
+        if k.startswith("wave_") and k.endswith(".approve")
     )
     if (failed or rejected) and settings.on_target_failure == "rollback_all":
         why = f"{', '.join(failed)} failed" if failed else "a wave was not approved"
@@ -99,10 +109,10 @@ def rollback_reason(
 
 
 def target_reason(run: Run) -> str | None:
-    """What a target's tasks left to say: its failures, or why it never started."""
+    """What a target's tasks left to say: the reasons its failed tasks gave."""
     notes = []
     for name in list_tree(run.artifacts.root):
-        if name.startswith("failures/") or name == NOT_STARTED_FILE:
+        if name.startswith("failures/"):
             notes.append(run.artifacts.path(name).read_text().strip())
     return "; ".join(notes) or None
 
@@ -128,16 +138,15 @@ def write_fleet_report(
     state (applied / not applied / rolled back / refused) and why."""
 
     rows = []
+    stopped = stop_reason(plan, states)
     for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
-        state, why = fleet.final_state(ledger_state(trun), states, index, target_reason(trun))
+        own = fleet.target_task_states(states, entry)
+        reason = target_reason(trun) or (stopped if own["apply"] is None else None)
+        state, why = fleet.final_state(ledger_state(trun), states, entry, index, reason)
         rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
                      "why": why})  # fmt: skip
     counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}
-    staging_failed = [
-        t
-        for t, s in states.items()
-        if s == "failed" and not t.startswith(("target.", "wave_gate."))
-    ]
+    staging_failed = [t for t in BEFORE_PRODUCTION if states.get(t) == "failed"]
     all_applied = counts["applied"] == len(rows) and not any(
         s in fleet.FAILED for s in states.values()
     )

@@ -29,6 +29,7 @@ SERVICES = [
     "airflow-metadata", "staging-db", "production-db", "airflow-init", "airflow-apiserver",
     "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
 ]  # fmt: skip
+CELERY_SERVICES = ["redis", "airflow-worker-1", "airflow-worker-2"]  # the profile `celery`
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,9 @@ def locked_version(package: str) -> str:
 
 
 def test_every_service_named_in_the_readme_exists(compose):
-    assert sorted(compose["services"]) == sorted(SERVICES)
+    assert sorted(compose["services"]) == sorted(SERVICES + CELERY_SERVICES)
     readme = (PROJECT_ROOT / "README.md").read_text()
-    for service in SERVICES:
+    for service in SERVICES + CELERY_SERVICES:
         assert f"`{service}`" in readme, f"README does not name {service}"
 
 
@@ -129,3 +130,23 @@ def test_the_seed_script_lays_down_what_make_demo_does(make_database):
         assert table_checksums(a, SEED_TABLES) == table_checksums(b, SEED_TABLES)
         extensions = {row[0] for row in a.execute("SELECT extname FROM pg_extension")}
     assert {"btree_gist", "pg_stat_statements"} <= extensions
+
+
+def test_the_celery_profile_adds_a_broker_and_two_workers_and_nothing_else_changes(compose):
+    services = compose["services"]
+    celery = sorted(n for n, s in services.items() if "celery" in s.get("profiles", []))
+    assert celery == sorted(CELERY_SERVICES)
+    assert all("profiles" not in services[n] for n in SERVICES)  # the default stack is as it was
+    for worker in ("airflow-worker-1", "airflow-worker-2"):
+        service = services[worker]
+        assert service["command"] == "celery worker"
+        assert service["image"] == services["airflow-scheduler"]["image"]
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "healthcheck" in service
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${ROLLOUT_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-\w+", services["redis"]["image"])
+    # the fleet's pool exists before any DAG runs
+    assert "airflow pools set rollout_fleet" in "".join(services["airflow-init"]["command"])
+    assert locked_version("apache-airflow-providers-celery")

@@ -1,5 +1,5 @@
-"""The fleet DAG as Airflow's DagBag parses it: the staging story, one gate, then the production
-targets as one mapped group per target, wave gates, rollbacks and the report."""
+"""The fleet DAG as Airflow's DagBag parses it: the staging story, one gate, then a fixed chain
+of waves, each its approval, its window and one mapped `target` group; rollbacks and report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from rollout.fleet import FLEET_DAG_PARAMS, TARGET_TASKS
+from rollout.fleet import FLEET_DAG_PARAMS, MAX_WAVES, TARGET_TASKS, target_task_id
 from rollout.paths import PROJECT_ROOT
 
 STAGING = [
@@ -24,42 +24,51 @@ def dag():
     return bag.dags["fleet_rollout"]
 
 
-def test_staging_then_the_gate_then_the_targets(dag):
+def test_staging_then_the_gate_then_the_waves_in_order(dag):
     for earlier, later in itertools.pairwise(STAGING):
         assert dag.get_task(later).upstream_task_ids == {earlier}, later
-    targets = [f"target.{t}" for t in TARGET_TASKS]
-    for earlier, later in itertools.pairwise(targets):
-        # Each takes its target's entry from plan_targets, as mapped tasks do.
-        assert dag.get_task(later).upstream_task_ids == {earlier, "plan_targets"}, later
-    assert dag.get_task("target.wait_for_turn").upstream_task_ids == {"plan_targets"}
     assert dag.get_task("plan_targets").upstream_task_ids == {"approve_production"}
-    assert dag.get_task("target.wait_for_turn").mode == "reschedule"
-    # The work of a target takes a slot of the fleet's pool; waiting takes none.
-    assert {dag.get_task(t).pool for t in targets[1:]} == {"rollout_fleet"}
+    assert dag.get_task("wave_0.wait_for_window").upstream_task_ids == {"plan_targets"}
+    for k in range(MAX_WAVES):
+        tasks = [target_task_id(k, t) for t in TARGET_TASKS]
+        for earlier, later in itertools.pairwise(tasks):
+            # each instance also takes its entry from the wave's `targets`, as mapped tasks do
+            assert dag.get_task(later).upstream_task_ids == {earlier, f"wave_{k}.targets"}, later
+        assert dag.get_task(tasks[0]).upstream_task_ids == {
+            f"wave_{k}.wait_for_window", f"wave_{k}.targets"
+        }  # fmt: skip
+        # The work of a target takes a slot of the fleet's pool.
+        assert {dag.get_task(t).pool for t in tasks} == {"rollout_fleet"}
+        if k:
+            # a wave starts after every target of the wave before: its monitor, all instances
+            for root in (f"wave_{k}.approve", f"wave_{k}.targets"):
+                assert dag.get_task(root).upstream_task_ids == {target_task_id(k - 1, "monitor")}
+                assert dag.get_task(root).trigger_rule == "none_failed_min_one_success"
+            assert dag.get_task(f"wave_{k}.wait_for_window").upstream_task_ids == {
+                f"wave_{k}.approve"
+            }
+    assert dag.get_task("wave_0.wait_for_window").mode == "reschedule"
     assert dag.max_active_runs == 1
 
 
 def test_wave_gates_are_the_providers_approval(dag):
-    gate = dag.get_task("wave_gate.approve_wave")
-    assert gate.__class__.__mro__[1].__name__ == "ApprovalOperator"
-    assert gate.upstream_task_ids == {"wave_gate.wait_for_wave"}
-    assert dag.get_task("wave_gate.wait_for_wave").upstream_task_ids == {
-        "plan_wave_gates",
-        "approve_production",
-    }
+    gates = [t for t in dag.task_ids if t.endswith(".approve")]
+    assert gates == [f"wave_{k}.approve" for k in range(1, MAX_WAVES)]
+    assert dag.get_task(gates[0]).__class__.__mro__[1].__name__ == "ApprovalOperator"
 
 
 def test_rollbacks_and_report_run_when_they_must(dag):
     rollback = dag.get_task("rollback_target")
     assert rollback.trigger_rule == "all_done"
-    assert "target.monitor" in rollback.upstream_task_ids
-    assert "wave_gate.approve_wave" in rollback.upstream_task_ids
+    assert target_task_id(MAX_WAVES - 1, "monitor") in rollback.upstream_task_ids
     staging = dag.get_task("rollback_staging")
     assert staging.trigger_rule == "one_failed"
     assert staging.upstream_task_ids == set(STAGING[1:])
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
-    assert {"rollback_target", "rollback_staging", "target.monitor"} <= report.upstream_task_ids
+    assert {"rollback_target", "rollback_staging", target_task_id(0, "monitor")} <= (
+        report.upstream_task_ids
+    )
     assert all(task.retries == 0 for task in dag.tasks)
 
 

@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import json
 import socket
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -41,28 +42,77 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def e2e_targets(tmp_path_factory) -> Iterator[dict[str, dict[str, str]]]:
-    root = tmp_path_factory.mktemp("e2e-pg")
-    admin = start_cluster("e2e", root).dsn
-    targets: dict[str, dict[str, str]] = {}
+# Fleet scenario -> how many production targets. The targets alternate between the embedded
+# PostgreSQL 18 and the local server at 127.0.0.1:5432 when it answers: one fleet, two servers.
+FLEET_SCENARIOS = {"fleet_canary": 3, "fleet_all": 5, "fleet_healthy": 5, "fleet_celery": 3}
+FLEET_SIZE = 3000
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _local_server() -> str | None:
     try:
-        for size in sorted(set(SCENARIOS.values())):
-            template = f"e2e_template_{size}"
-            dsn = db.create_database(admin, template)
+        with db.connect(LOCAL_SERVER, connect_timeout=2):
+            return LOCAL_SERVER
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="session")
+def fleet_targets(e2e_admin) -> Iterator[dict[str, dict[str, str]]]:
+    """{scenario: {"staging": dsn, "f_<scenario>_<i>": dsn, …}} on one or two servers."""
+    servers = [e2e_admin, *filter(None, [_local_server()])]
+    templates, created = {}, []
+    suffix = uuid.uuid4().hex[:6]
+    try:
+        for admin in servers:
+            name = f"fleet_template_{suffix}"
+            dsn = db.create_database(admin, name)
+            created.append((admin, name))
             with db.connect(dsn) as conn:
                 apply_baseline(conn)
-                seed_database(conn, size, seed=7, anchor=dt.date(2026, 12, 1))
-        for scenario, size in SCENARIOS.items():
-            targets[scenario] = {
-                kind: db.create_database(
-                    admin, f"{kind}_{scenario}", template=f"e2e_template_{size}"
-                )
-                for kind in ("staging", "production")
-            }
-        yield targets
+                seed_database(conn, FLEET_SIZE, seed=7, anchor=dt.date(2026, 12, 1))
+            templates[admin] = name
+        fleets: dict[str, dict[str, str]] = {}
+        for scenario, count in FLEET_SCENARIOS.items():
+            dbs = {"staging": (e2e_admin, f"s_{scenario}_{suffix}")}
+            for i in range(count):
+                dbs[f"f_{scenario}_{i}"] = (servers[i % len(servers)], f"f_{scenario}_{i}_{suffix}")
+            fleets[scenario] = {}
+            for key, (admin, name) in dbs.items():
+                fleets[scenario][key] = db.create_database(admin, name, template=templates[admin])
+                created.append((admin, name))
+        yield fleets
+    finally:
+        for admin, name in reversed(created):
+            db.drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def e2e_admin(tmp_path_factory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("e2e-pg")
+    try:
+        yield start_cluster("e2e", root).dsn
     finally:
         stop_cluster("e2e", root, delete=True)
+
+
+@pytest.fixture(scope="session")
+def e2e_targets(e2e_admin) -> dict[str, dict[str, str]]:
+    """{scenario: {"staging": dsn, "production": dsn}} in the e2e cluster (dropped with it)."""
+    for size in sorted(set(SCENARIOS.values())):
+        dsn = db.create_database(e2e_admin, f"e2e_template_{size}")
+        with db.connect(dsn) as conn:
+            apply_baseline(conn)
+            seed_database(conn, size, seed=7, anchor=dt.date(2026, 12, 1))
+    return {
+        scenario: {
+            kind: db.create_database(
+                e2e_admin, f"{kind}_{scenario}", template=f"e2e_template_{size}"
+            )
+            for kind in ("staging", "production")
+        }
+        for scenario, size in SCENARIOS.items()
+    }
 
 
 class MailBox:
@@ -104,12 +154,15 @@ def mailbox() -> Iterator[MailBox]:
 
 
 @pytest.fixture(scope="session")
-def airflow(e2e_targets, mailbox, tmp_path_factory) -> Iterator[AirflowStack]:
+def airflow(e2e_targets, fleet_targets, mailbox, tmp_path_factory) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow")
     connections = {}
     for scenario, dsns in e2e_targets.items():
         connections[f"s_{scenario}"] = dsns["staging"]
         connections[f"p_{scenario}"] = dsns["production"]
+    for scenario, dsns in fleet_targets.items():
+        for key, dsn in dsns.items():
+            connections[f"s_{scenario}" if key == "staging" else key] = dsn
     smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": mailbox.port,
             "extra": {"disable_tls": True, "disable_ssl": True}}  # fmt: skip
     # The email notifier, plugged in by configuration only, as README.md says.

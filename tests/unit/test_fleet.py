@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rollout import fleet
-from rollout.fleet import FleetError, FleetSettings, decide_turn, final_state, plan_waves
+from rollout.fleet import FleetError, FleetSettings, final_state, plan_waves
 
 GROUPS = {"eu": ["prod_eu_1", "prod_eu_2"], "all": ["@eu", "prod_us_*"], "loop": ["@loop"]}
 KNOWN = ["prod_eu_1", "prod_eu_2", "prod_us_1", "prod_us_2", "rollout_staging"]
@@ -61,7 +61,7 @@ def test_waves_are_the_canary_then_wave_size():
 def test_one_target_is_the_default_and_the_single_rollout_settings_carry_over():
     s = settings()
     assert s.targets == ["rollout_production"]
-    assert s.plan() == [{"conn_id": "rollout_production", "wave": 0}]
+    assert s.plan() == [{"conn_id": "rollout_production", "wave": 0, "slot": 0}]
     assert s.rollout.production_conn_id == "rollout_production"
     assert s.rollout.lock_timeout_ms == 500
 
@@ -82,69 +82,88 @@ def test_bad_parameters_are_refused_naming_the_field(params, message):
         settings(**params)
 
 
-PLAN = [{"conn_id": c, "wave": w} for c, w in [("a", 0), ("b", 1), ("c", 1), ("d", 2)]]
+def test_more_waves_than_the_dag_lays_out_is_refused_with_the_size_that_fits():
+    many = [f"prod_{i}" for i in range(100)]
+    with pytest.raises(FleetError, match=r"100 targets make 21 waves, at most 12 run; make "
+                       r"wave_size at least 9"):  # fmt: skip
+        settings(production_targets=many, wave_size=5)
+    assert len(settings(production_targets=many, wave_size=9).waves) == 12
+
+
+PLAN = [
+    {"conn_id": c, "wave": w, "slot": s}
+    for c, w, s in [("a", 0, 0), ("b", 1, 0), ("c", 1, 1), ("d", 2, 0)]
+]
 
 
 def states_for(**progress: str) -> dict[str, str]:
-    """Task states as Airflow reports them for mapped instances: target.<task>_<index>."""
+    """Task states as Airflow reports them for mapped instances: wave_<k>.target.<task>_<slot>."""
     shapes = {
         "healthy": dict.fromkeys(fleet.TARGET_TASKS, "success"),
-        "failed": {"wait_for_turn": "success", "preflight": "success", "apply": "failed"},
-        "running": {"wait_for_turn": "success", "preflight": "running"},
-        "waiting": {"wait_for_turn": "up_for_reschedule"},
+        "failed": {"preflight": "success", "apply": "failed", "validate": "upstream_failed"},
+        "refused": {"preflight": "failed", "apply": "upstream_failed"},
+        "stopped": {"preflight": "skipped", "apply": "skipped"},
     }
-    index = {t["conn_id"]: i for i, t in enumerate(PLAN)}
+    entries = {t["conn_id"]: t for t in PLAN}
     return {
-        f"target.{task}_{index[conn]}": state
+        f"{fleet.target_task_id(entries[conn]['wave'], task)}_{entries[conn]['slot']}": state
         for conn, p in progress.items()
         for task, state in shapes[p].items()
     }
 
 
-def test_a_wave_waits_for_every_earlier_target_to_be_healthy():
-    assert decide_turn(PLAN, 0, {}, False).action == "go"
-    assert decide_turn(PLAN, 1, states_for(a="running"), False).action == "wait"
-    assert decide_turn(PLAN, 1, states_for(a="healthy"), False).action == "go"
-    # the same wave runs side by side; the next waits for both
-    assert decide_turn(PLAN, 2, states_for(a="healthy", b="running"), False).action == "go"
-    assert decide_turn(
-        PLAN, 3, states_for(a="healthy", b="healthy", c="running"), False
-    ).action == ("wait")
+def test_progress_of_each_target_from_its_wave_and_slot():
+    states = states_for(a="healthy", b="failed", c="stopped")
+    assert [fleet.target_progress(states, t) for t in PLAN] == [
+        "healthy", "failed", "stopped", "pending"
+    ]  # fmt: skip
+    assert fleet.failed_targets(PLAN, states) == ["b"]
+    assert fleet.wave_summary(PLAN, 1, states) == {"b": "failed", "c": "stopped"}
 
 
 def test_no_target_starts_after_one_failed():
-    turn = decide_turn(PLAN, 3, states_for(a="healthy", b="failed", c="healthy"), False)
-    assert turn.action == "stop"
-    assert "after b failed" in turn.reason
-    # a peer in the same wave that has not started yet stops too
-    assert decide_turn(PLAN, 2, states_for(a="healthy", b="failed"), False).action == "stop"
+    from rollout.fleet_steps import stop_reason
 
-
-def test_a_wave_needs_its_approval_when_asked():
-    healthy = states_for(a="healthy")
-    assert decide_turn(PLAN, 1, healthy, True).action == "wait"
-    assert decide_turn(
-        PLAN, 1, {**healthy, "wave_gate.approve_wave_0": "success"}, True
-    ).action == ("go")
-    rejected = decide_turn(PLAN, 1, {**healthy, "wave_gate.approve_wave_0": "failed"}, True)
-    assert (rejected.action, rejected.reason) == ("stop", "not started: wave 1 was not approved")
+    assert stop_reason(PLAN, states_for(a="healthy")) is None
+    assert stop_reason(PLAN, states_for(a="healthy", b="refused")) == (
+        "not started: the fleet stopped after b failed"
+    )
 
 
 def test_final_state_of_each_target():
     states = {
-        **states_for(a="healthy", b="failed"),
-        "target.wait_for_turn_3": "skipped",
-        "rollback_target_1": "skipped",
+        **states_for(a="healthy", b="failed", c="refused"),
         "rollback_target_0": "success",
+        "rollback_target_1": "skipped",
     }
-    assert final_state("rolled back", states, 0, None)[0] == "rolled back"
-    assert final_state("not applied", states, 1, "apply: lock not granted") == (
+    assert final_state("rolled back", states, PLAN[0], 0, None)[0] == "rolled back"
+    assert final_state("not applied", states, PLAN[1], 1, "apply: lock not granted") == (
         "not applied", "apply: lock not granted"
     )  # fmt: skip
-    assert final_state("not applied", states, 3, "not started: b failed") == (
-        "not applied", "not started: b failed"
+    assert final_state("not applied", states, PLAN[2], 2, "ON CONFLICT")[0] == "refused"
+    assert final_state("not applied", states, PLAN[3], 3, None) == (
+        "not applied", "never started: an earlier wave did not succeed"
     )  # fmt: skip
-    assert final_state("applied", states_for(a="healthy"), 0, None) == ("applied", "")
-    refused = {"target.preflight_2": "failed", "target.wait_for_turn_2": "success"}
-    assert final_state("not applied", refused, 2, "ON CONFLICT")[0] == "refused"
-    assert final_state("applied", {"rollback_target_0": "failed"}, 0, None)[0] == "refused"
+    assert final_state("applied", states_for(a="healthy"), PLAN[0], 0, None) == ("applied", "")
+    assert final_state("applied", {"rollback_target_0": "failed"}, PLAN[0], 0, None)[0] == (
+        "refused"
+    )
+
+
+def test_rollback_policy():
+    from rollout.fleet_steps import rollback_reason
+
+    leave = settings(production_targets=["a", "b", "c", "d"])
+    everything = settings(production_targets=["a", "b", "c", "d"], on_target_failure="rollback_all")
+    failed = states_for(a="healthy", b="refused")
+    assert rollback_reason(leave, PLAN, 0, failed) is None
+    assert (
+        rollback_reason(everything, PLAN, 0, failed) == "b failed; on_target_failure=rollback_all"
+    )
+    assert rollback_reason(leave, PLAN, 0, states_for(a="healthy")) is None
+    bad_validation = {**states_for(a="healthy"), "wave_0.target.validate_0": "failed"}
+    assert rollback_reason(leave, PLAN, 0, bad_validation) == "its validation failed"
+    rejected = {**states_for(a="healthy"), "wave_1.approve": "failed"}
+    assert rollback_reason(everything, PLAN, 0, rejected) == (
+        "a wave was not approved; on_target_failure=rollback_all"
+    )
