@@ -5,7 +5,7 @@ UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 FLEET ?= 0
 
-.PHONY: install browser demo up test test-fast lint stop bench-seed bench-validation bench-probes bench-locktime
+.PHONY: install browser demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-locktime
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -40,6 +40,18 @@ lint: install
 
 stop: install  ## stop the embedded demo clusters
 	@$(UV) run --frozen python -m rollout db stop
+
+bench: install  ## every benchmark, on the embedded PostgreSQL 18 and on 127.0.0.1:5432, each figure beside its goal (about an hour)
+	@$(UV) run --frozen python benchmarks/run.py
+
+bench-smoke: install  ## the same at a small scale: it runs and reports (CI runs this through the test suite)
+	@$(UV) run --frozen python benchmarks/run.py --smoke
+
+bench-stall: install  ## writer stall under a booking workload, 1,000,000 allocations (BENCH_DSN for another server)
+	@$(UV) run --frozen python benchmarks/stall.py --allocations 1000000 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))
+
+bench-fleet: install  ## the fleet DAG over 100 small production databases: overhead and peak memory
+	@$(UV) run --frozen python benchmarks/fleet.py --targets 100 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))
 
 bench-seed: install  ## seed 1,000,000 allocations into a scratch database and report the time
 	@$(UV) run --frozen python benchmarks/seed.py --allocations 1000000

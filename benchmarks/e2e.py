@@ -13,14 +13,13 @@ Goal (issue 9): the DAG without the human and window waits <= 3 min at 100k allo
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from applies import psql_file
-from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
+from scratch import admin_dsn, benchmark_parser, free_port, seeded_database, server_label
 
 from rollout import steps
 from rollout.airflow_stack import AirflowStack
@@ -48,12 +47,6 @@ class EndToEnd:
         return self.dag_s - self.waits_s
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def time_dag(admin: str, allocations: int) -> tuple[str, float, float]:
     with (
         seeded_database(admin, allocations) as staging,
@@ -62,7 +55,7 @@ def time_dag(admin: str, allocations: int) -> tuple[str, float, float]:
     ):
         stack = AirflowStack(
             home=Path(home),
-            port=_free_port(),
+            port=free_port(),
             connections={"rollout_staging": staging, "rollout_production": production},
         )
         stack.start(lambda message: None)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import e2e
+import fleet
 import locktime
 import probes
 import seed
@@ -40,10 +41,11 @@ class Scale:
     stall: int
     reader_s: float
     end_to_end: int
+    fleet: int
 
 
-FULL = Scale(1_000_000, 1_000_000, 100_000, 1_000_000, 1_000_000, 1_000_000, 20.0, 100_000)
-SMOKE = Scale(2_000, 2_000, 1_000, 4_000, 2_000, 2_000, 2.0, 2_000)
+FULL = Scale(1_000_000, 1_000_000, 100_000, 1_000_000, 1_000_000, 1_000_000, 20.0, 100_000, 100)
+SMOKE = Scale(2_000, 2_000, 1_000, 4_000, 2_000, 2_000, 2.0, 2_000, 3)
 
 
 def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
@@ -63,6 +65,7 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
             validation.measure_validation(a, scale.validation))),
         ("end to end", lambda a: e2e.end_to_end_lines(
             e2e.measure_end_to_end(a, scale.end_to_end))),
+        ("fleet", lambda a: fleet.fleet_lines(fleet.measure_fleet(a, scale.fleet))),
     ]  # fmt: skip
 
 

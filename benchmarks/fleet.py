@@ -1,0 +1,138 @@
+"""Benchmark: the fleet rollout over many small production databases on a real local Airflow.
+
+    uv run python benchmarks/fleet.py --targets 100 [--dsn ADMIN_DSN] [--allocations 2000]
+
+Staging and N production targets are clones of one seeded database on one server. The fleet
+DAG runs on the LocalExecutor (parallelism and the pool `rollout_fleet` at --concurrency) with
+a canary and waves sized so the plan fills the DAG's waves, the production gate answered
+through the HITL REST call. Reported: the run's wall time without the gate's wait, against the
+sum of the targets' own apply times (from their ledgers: the orchestration's overhead), and
+the peak memory (RSS, each process with its children) of the scheduler (with the executor's
+task processes), the api-server and the dag-processor, sampled every half second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from scratch import admin_dsn, benchmark_parser, free_port, seeded_database, server_label
+
+from rollout import db, ledger
+from rollout.airflow_stack import FLEET_DAG_ID, AirflowStack
+from rollout.demo_rollout import follow_run
+from rollout.fleet import MAX_WAVES
+
+
+@dataclass(frozen=True)
+class FleetRun:
+    targets: int
+    state: str
+    wall_s: float
+    gate_s: float
+    apply_sum_s: float
+    applied: int
+    peak_mib: dict[str, float]
+
+    @property
+    def rollout_s(self) -> float:
+        return self.wall_s - self.gate_s
+
+
+class PeakMemory:
+    """Polls the RSS of each named process with all its children until stopped."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self.peak: dict[str, float] = dict.fromkeys(processes, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            for name, pid in self.processes.items():
+                with contextlib.suppress(psutil.Error):
+                    root = psutil.Process(pid)
+                    tree = [root, *root.children(recursive=True)]
+                    rss = 0
+                    for proc in tree:
+                        with contextlib.suppress(psutil.Error):
+                            rss += proc.memory_info().rss
+                    self.peak[name] = max(self.peak[name], rss / 2**20)
+
+
+def measure_fleet(
+    admin: str | None, targets: int, allocations: int = 2000, concurrency: int = 8
+) -> FleetRun:
+    admin = admin_dsn(admin)
+    names = [f"bench_fleet_{i:03d}" for i in range(targets)]
+    wave_size = max(1, math.ceil((targets - 1) / (MAX_WAVES - 1)))
+    params = {"staging_conn_id": "bench_staging", "production_targets": ["bench_fleet_*"],
+              "canary_size": 1, "wave_size": wave_size, "monitor_period_s": 0}  # fmt: skip
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as home:
+        dsns = {n: stack.enter_context(seeded_database(admin, allocations)) for n in names}
+        dsns["bench_staging"] = stack.enter_context(seeded_database(admin, allocations))
+        airflow = AirflowStack(
+            home=Path(home), port=free_port(), connections=dsns, parallelism=concurrency,
+            fleet_pool_slots=concurrency,
+            extra_env={"ROLLOUT_ARTIFACTS_URL": f"file://{home}/artifacts"},
+        )  # fmt: skip
+        airflow.start(lambda message: None)
+        with airflow:
+            pids = {name: proc.pid for name, proc in airflow.processes.items()}
+            with PeakMemory(pids) as memory:
+                started = time.perf_counter()
+                run_id = airflow.trigger(params, FLEET_DAG_ID)
+                state, _ = follow_run(
+                    airflow, run_id, lambda m: None, dag_id=FLEET_DAG_ID, timeout_s=3600,
+                    quiet_tasks=True,
+                )  # fmt: skip
+                wall = time.perf_counter() - started
+            gate = airflow.task_durations(run_id, FLEET_DAG_ID).get("approve_production") or 0.0
+        applies = []
+        for name in names:
+            with db.connect(dsns[name]) as conn:
+                applies += [r["duration_s"] for r in ledger.history(conn)
+                            if r["direction"] == "up" and r["outcome"] == "applied"]  # fmt: skip
+    return FleetRun(targets, state, wall, gate, sum(applies), len(applies), memory.peak)
+
+
+def fleet_lines(r: FleetRun) -> list[str]:
+    return [
+        f"fleet of {r.targets} databases ({r.state}): {r.rollout_s:.1f} s without the gate's "
+        f"wait ({r.wall_s:.1f} s in all); {r.applied} applied; the targets' own applies add up "
+        f"to {r.apply_sum_s:.1f} s: orchestration {r.rollout_s - r.apply_sum_s:.1f} s, "
+        f"{r.rollout_s / r.targets:.2f} s per target",
+        "peak memory: "
+        + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in r.peak_mib.items())
+        + f"; all together at most {sum(r.peak_mib.values()):.0f} MiB",
+    ]
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--targets", type=int, default=100)
+    parser.add_argument("--allocations", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    result = measure_fleet(args.dsn, args.targets, args.allocations, args.concurrency)
+    print(f"{server_label(admin_dsn(args.dsn))}, {args.allocations:,} allocations per target")
+    print("\n".join(fleet_lines(result)))
+
+
+if __name__ == "__main__":
+    main()
