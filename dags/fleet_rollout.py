@@ -33,10 +33,10 @@ from rollout.airflow_support import (
     fleet_dsns,
     fleet_from_context,
     run_from_context,
-    run_started,
     run_step,
     send_outcome,
     task_states,
+    window_poke,
 )
 from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_tasks
 from rollout.errors import RolloutError
@@ -101,22 +101,15 @@ with DAG(
                 members = [t["conn_id"] for t in checked["plan"] if t["wave"] == k]
                 if not members:
                     raise AirflowSkipException(f"the plan has no wave {k}")
-                run = run_from_context(context)
-                try:
-                    predicted = fleet_steps.predict_target_lock(
+                return window_poke(
+                    context,
+                    run_from_context(context),
+                    lambda: fleet_steps.predict_target_lock(
                         ti.xcom_pull(task_ids="apply_staging"),
                         checked["staging"]["allocation_rows"],
                         max(checked["targets"][c] for c in members),
-                    )
-                    decision = steps.check_window(run, predicted, run_started(context))
-                    run.say(f"wave {k}, maintenance window: {decision.reason}")
-                    if decision.action == "refuse":
-                        raise steps.StepFailed(f"{decision.reason}; wave {k} untouched")
-                except RolloutError as exc:
-                    raise fail_task(context, exc) from exc
-                return PokeReturnValue(
-                    is_done=decision.action == "go",
-                    xcom_value={"predicted_lock_s": round(predicted, 3)},
+                    ),
+                    f"wave {k}",
                 )
 
             # After the wave before: run when it had a success and no failure; an empty wave

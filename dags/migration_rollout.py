@@ -16,11 +16,11 @@ from rollout.airflow_support import (
     ProductionApproval,
     fail_task,
     run_from_context,
-    run_started,
     run_step,
     send_outcome,
     settings_from_context,
     task_states,
+    window_poke,
 )
 from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_tasks
 from rollout.errors import RolloutError
@@ -52,21 +52,14 @@ with DAG(
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
     def wait_for_window(**context) -> PokeReturnValue:
         """Rescheduled between checks: waiting holds no worker slot."""
-        run = run_from_context(context)
         ti = context["ti"]
-        predicted = steps.predict_production_lock(
-            ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
-        )
-        try:
-            decision = steps.check_window(run, predicted, run_started(context))
-            run.say(f"maintenance window: {decision.reason}")
-            if decision.action == "refuse":
-                raise steps.StepFailed(f"{decision.reason}; production untouched")
-        except RolloutError as exc:
-            raise fail_task(context, exc) from exc
-        return PokeReturnValue(
-            is_done=decision.action == "go",
-            xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason},
+        return window_poke(
+            context,
+            run_from_context(context),
+            lambda: steps.predict_production_lock(
+                ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
+            ),
+            "production",
         )
 
     @task

@@ -168,6 +168,28 @@ def run_started(context: Any) -> dt.datetime:
     return context["dag_run"].start_date or dt.datetime.now(dt.UTC)
 
 
+def window_poke(context: Any, run: Run, predict: Any, untouched: str) -> Any:
+    """A window sensor's answer: done when the maintenance window is open and the predicted
+    lock (`predict()`, seconds) fits; fails, keeping the reason, when it never will."""
+    from airflow.sdk import PokeReturnValue
+
+    from rollout.errors import RolloutError
+    from rollout.steps import StepFailed, check_window
+
+    try:
+        predicted = predict()
+        decision = check_window(run, predicted, run_started(context))
+        run.say(f"maintenance window: {decision.reason}")
+        if decision.action == "refuse":
+            raise StepFailed(f"{decision.reason}; {untouched} untouched")
+    except RolloutError as exc:
+        raise fail_task(context, exc) from exc
+    return PokeReturnValue(
+        is_done=decision.action == "go",
+        xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason},
+    )
+
+
 class ProductionApproval(ApprovalOperator):
     """The production gate: Airflow's own approval operator (Approve / Reject in the UI, the
     same call over the REST API), with its text, assignees and deadline taken from the run.

@@ -11,7 +11,7 @@ from rollout import db, fleet, ledger
 from rollout.artifacts import list_tree
 from rollout.errors import RolloutError, TargetUnavailable
 from rollout.locktime import allocation_rows, predict_lock_seconds
-from rollout.steps import Run, headline_artifacts, preflight_target, summary_html
+from rollout.steps import Run, preflight_target, write_summary
 
 # The tasks before the first production target: one failing means production was not reached.
 BEFORE_PRODUCTION = (
@@ -156,21 +156,13 @@ def write_fleet_report(
         outcome = f"stopped before production: {staging_failed[0]} failed"
     else:
         outcome = "failed: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    lines = [
-        f"# Fleet rollout {run.bundle.version}: {outcome}",
-        "",
-        f"Run `{run.run_id}`" + (f", triggered by {run.actor}" if run.actor else "") + ".",
-        "",
+    table = [
         "| target | wave | state | why |",
         "|---|---:|---|---|",
         *(f"| {r['conn_id']} | {r['wave']} | {r['state']} | {r['why'].replace('|', '/')} |"
           for r in rows),
     ]  # fmt: skip
-    files = [f for f in list_tree(run.artifacts.root) if not f.startswith("summary.")]
-    lines += ["", "## Artifacts", "", *(f"- [{f}]({f})" for f in headline_artifacts(files)), ""]
-    markdown = "\n".join(lines)
     run.artifacts.write_json("fleet-report.json", {"outcome": outcome, "targets": rows})
-    run.artifacts.write_text("summary.md", markdown)
-    run.artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
+    write_summary(run, f"Fleet rollout {run.bundle.version}: {outcome}", outcome, table)
     run.say(f"fleet report: {outcome}")
     return {"outcome": outcome, "targets": rows, "counts": counts}

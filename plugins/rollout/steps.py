@@ -487,25 +487,36 @@ def _export_confirmation_cache(conn: psycopg.Connection, folder: ArtifactDir) ->
 def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dict:
     """summary.md and summary.html: the outcome, each task's state, every artifact."""
     outcome = run_outcome(states)
-    files = [f for f in list_tree(run.artifacts.root) if not f.startswith("summary.")]
-    lines = [
-        f"# Rollout {run.bundle.version}: {outcome}",
-        "",
-        f"Run `{run.run_id}`" + (f", triggered by {run.actor}" if run.actor else "") + ".",
-        "",
-        "| task | state | notes |",
-        "|---|---|---|",
-    ]
+    table = ["| task | state | notes |", "|---|---|---|"]
     for task, state in states.items():
         failure = run.artifacts.path(f"failures/{task}.txt")
         note = failure.read_text().strip() if failure.exists() else facts.get(task)
-        lines.append(f"| {task} | {state} | {_note(note)} |")
-    lines += ["", "## Artifacts", ""] + [f"- [{f}]({f})" for f in headline_artifacts(files)] + [""]
+        table.append(f"| {task} | {state} | {_note(note)} |")
+    files = write_summary(run, f"Rollout {run.bundle.version}: {outcome}", outcome, table)
+    run.say(f"report: {outcome}; {len(files)} artifacts")
+    return {"outcome": outcome, "artifacts": files}
+
+
+def write_summary(run: Run, title: str, outcome: str, table: list[str]) -> list[str]:
+    """summary.md and summary.html of a run: the title, who ran it, a table, every artifact;
+    returns the artifacts listed."""
+    files = [f for f in list_tree(run.artifacts.root) if not f.startswith("summary.")]
+    lines = [
+        f"# {title}",
+        "",
+        f"Run `{run.run_id}`" + (f", triggered by {run.actor}" if run.actor else "") + ".",
+        "",
+        *table,
+        "",
+        "## Artifacts",
+        "",
+        *(f"- [{f}]({f})" for f in headline_artifacts(files)),
+        "",
+    ]
     markdown = "\n".join(lines)
     run.artifacts.write_text("summary.md", markdown)
     run.artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
-    run.say(f"report: {outcome}; {len(files)} artifacts")
-    return {"outcome": outcome, "artifacts": files}
+    return files
 
 
 def target_states(run: Run) -> dict[str, str]:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rollout import db, ledger
+from rollout import db
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
+from tests.target_state import migrated, outcomes
 
 pytestmark = pytest.mark.slow
 DAG_ID = "fleet_rollout"
@@ -43,18 +44,6 @@ def run_fleet(airflow, params: dict) -> tuple[str, dict]:
 
 def by_target(report: dict) -> dict[str, tuple[str, str]]:
     return {row["conn_id"]: (row["state"], row["why"]) for row in report["targets"]}
-
-
-def migrated(dsn: str) -> bool:
-    with db.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT to_regclass('public.booking_confirmation_results') IS NOT NULL"
-        ).fetchone()[0]
-
-
-def outcomes(dsn: str) -> list[str]:
-    with db.connect(dsn) as conn:
-        return [row["outcome"] for row in ledger.history(conn)]
 
 
 def break_target(dsn: str) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rollout import db, ledger
+from rollout import db
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import APPROVAL_GRACE_S, follow_run
+from tests.target_state import migrated, outcomes
 
 pytestmark = pytest.mark.slow
 
@@ -71,18 +72,6 @@ def assert_notified(airflow, mailbox, run_id: str, outcome: str, *, gate: bool) 
     mails = [m["Subject"] for m in mailbox.for_run(run_id)]
     assert len(mails) == expected, mails
     assert mails[-1].startswith(f"Rollout 20251113203000: {outcome}")
-
-
-def migrated(dsn: str) -> bool:
-    with db.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT to_regclass('public.booking_confirmation_results') IS NOT NULL"
-        ).fetchone()[0]
-
-
-def outcomes(dsn: str) -> list[str]:
-    with db.connect(dsn) as conn:
-        return [row["outcome"] for row in ledger.history(conn)]
 
 
 def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):

@@ -16,6 +16,7 @@ from rollout.errors import RollbackRefused, TargetUnavailable
 from rollout.migrations import MigrationBundle, run_check
 from rollout.seed import seed_database, table_row_counts
 from rollout.settings import RolloutSettings
+from tests.target_state import migrated
 
 VERSION = "20251113203000"
 
@@ -48,13 +49,6 @@ def ledger_rows(dsn: str) -> list[dict]:
         return ledger.history(conn)
 
 
-def is_migrated(dsn: str) -> bool:
-    with db.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT to_regclass('public.booking_confirmation_results') IS NOT NULL"
-        ).fetchone()[0]
-
-
 def test_apply_writes_the_ledger_and_a_rerun_is_a_no_op(targets, tmp_path):
     run, said = make_run(targets, tmp_path)
     first = steps.preflight(run)
@@ -75,7 +69,7 @@ def test_apply_writes_the_ledger_and_a_rerun_is_a_no_op(targets, tmp_path):
     assert any("nothing to do" in line for line in said)
     assert len(ledger_rows(targets["staging"])) == 1
     assert steps.preflight(run)["staging"]["applied"] is True
-    assert not is_migrated(targets["production"])
+    assert not migrated(targets["production"])
 
 
 def test_an_edited_bundle_fails_preflight_and_changes_nothing(targets, tmp_path):
@@ -93,7 +87,7 @@ def test_an_edited_bundle_fails_preflight_and_changes_nothing(targets, tmp_path)
     with pytest.raises(ledger.ChecksumMismatch):
         steps.apply_target(run, "staging")
     assert len(ledger_rows(targets["staging"])) == 1
-    assert not is_migrated(targets["production"])
+    assert not migrated(targets["production"])
 
 
 def test_lock_contention_beyond_the_retries_fails_cleanly(targets, tmp_path):
@@ -106,7 +100,7 @@ def test_lock_contention_beyond_the_retries_fails_cleanly(targets, tmp_path):
             steps.apply_target(run, "production")
         holder.rollback()
     assert sum("attempt" in line for line in said) >= 3
-    assert not is_migrated(targets["production"])
+    assert not migrated(targets["production"])
     with db.connect(targets["production"]) as conn:
         run_check(conn, run.bundle, "verify_down")
     [row] = ledger_rows(targets["production"])
@@ -127,7 +121,7 @@ def test_rollback_restores_the_before_schema_and_keeps_the_cache_rows(targets, t
     diff = (tmp_path / "artifacts/staging/rollback/db-diff-after-rollback.txt").read_text()
     assert "objects: no differences" in diff
     assert (tmp_path / "artifacts/staging/rollback/booking_confirmation_results.csv").is_file()
-    assert not is_migrated(targets["staging"])
+    assert not migrated(targets["staging"])
     assert table_row_counts_of(targets["staging"]) == counts
     assert [r["outcome"] for r in ledger_rows(targets["staging"])] == ["applied", "rolled_back"]
 
@@ -152,7 +146,7 @@ def test_a_rollback_blocked_by_data_reports_and_deletes_nothing(targets, tmp_pat
     )
     assert len(conflicts) == 1
     assert table_row_counts_of(targets["staging"]) == counts
-    assert is_migrated(targets["staging"])
+    assert migrated(targets["staging"])
     assert [r["outcome"] for r in ledger_rows(targets["staging"])] == ["applied", "refused"]
 
 
@@ -175,7 +169,7 @@ def test_two_rollouts_never_touch_one_database_at_once(targets, tmp_path):
         ledger.take_rollout_lock(other, "staging")
         with pytest.raises(ledger.TargetBusy, match="other-rollout"):
             steps.apply_target(run, "staging")
-    assert not is_migrated(targets["staging"])
+    assert not migrated(targets["staging"])
 
 
 def test_a_database_that_is_down_is_named(targets, tmp_path):
