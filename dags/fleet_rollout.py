@@ -206,9 +206,8 @@ with DAG(
 
     # The story, in order.
     checked = preflight()
-    staging = (
-        staging_tasks()
-    )  # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
+    # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
+    staging = staging_tasks()
     gate = ProductionApproval(task_id="approve_production")
     chain(checked, *staging, gate)
     plan = plan_targets()

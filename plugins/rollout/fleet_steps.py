@@ -138,7 +138,10 @@ def write_fleet_report(
     state (applied / not applied / rolled back / refused) and why."""
 
     rows = []
-    stopped = stop_reason(plan, states)
+    staging_failed = [t for t in BEFORE_PRODUCTION if states.get(t) == "failed"]
+    stopped = stop_reason(plan, states) or (
+        f"not started: {staging_failed[0]} failed" if staging_failed else None
+    )
     for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
         own = fleet.target_task_states(states, entry)
         reason = target_reason(trun) or (stopped if own["apply"] is None else None)
@@ -146,7 +149,6 @@ def write_fleet_report(
         rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
                      "why": why})  # fmt: skip
     counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}
-    staging_failed = [t for t in BEFORE_PRODUCTION if states.get(t) == "failed"]
     all_applied = counts["applied"] == len(rows) and not any(
         s in fleet.FAILED for s in states.values()
     )

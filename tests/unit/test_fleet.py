@@ -167,3 +167,23 @@ def test_rollback_policy():
     assert rollback_reason(everything, PLAN, 0, rejected) == (
         "a wave was not approved; on_target_failure=rollback_all"
     )
+
+
+def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
+    from rollout import steps
+    from rollout.artifacts import ArtifactDir
+
+    s = settings(production_targets=["prod_eu_1", "prod_eu_2", "prod_us_1"], wave_size=1)
+    run = steps.Run(s.rollout, {}, ArtifactDir(tmp_path), "run", progress=lambda m: None)
+    pre = {"plan": s.plan(), "waves": len(s.waves), "on_target_failure": "leave_healthy",
+           "production": {"conn_id": "prod_us_1", "allocation_rows": 900_000}}  # fmt: skip
+    facts = {
+        "preflight": pre, "predicted_lock_s": 12.5, "apply_staging": {"lock_seconds": 1.2},
+        "validate_staging": {"expectations": 20, "catalog": 22},
+        "capture_db_diff": {"drift_empty": True, "change": "23 added"},
+        "run_assignment_tests": {"line": "12 passed"},
+    }  # fmt: skip
+    body = steps.approval_body(run, facts, "http://x/rollout/runs/r/")
+    assert "- Fleet: 3 production targets in 3 waves, canary first" in body
+    assert "the largest, prod_us_1" in body
+    assert "- Production: 900,000 allocations; predicted lock on allocations **12.5 s**" in body
