@@ -26,6 +26,7 @@ import validation
 from scratch import EMBEDDED, admin_dsn, server_label
 
 from rollout import db
+from rollout.clusters import stop_cluster
 from rollout.errors import TargetUnavailable
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -99,6 +100,7 @@ def main() -> int:
             print(f"\n### {name}", flush=True)
             print("\n".join(bench(admin)))
             print(f"({time.perf_counter() - started:.0f} s)", flush=True)
+    stop_cluster("bench")  # the embedded cluster the benchmarks started, if they did
     return 0
 
 
