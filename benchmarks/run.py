@@ -23,7 +23,7 @@ import probes
 import seed
 import stall
 import validation
-from scratch import EMBEDDED, admin_dsn, server_label
+from scratch import EMBEDDED, admin_dsn, drop_templates, server_label
 
 from rollout import db
 from rollout.clusters import stop_cluster
@@ -100,6 +100,7 @@ def main() -> int:
             print(f"\n### {name}", flush=True)
             print("\n".join(bench(admin)))
             print(f"({time.perf_counter() - started:.0f} s)", flush=True)
+    drop_templates()
     stop_cluster("bench")  # the embedded cluster the benchmarks started, if they did
     return 0
 

@@ -52,14 +52,27 @@ def seeded_template(admin: str, allocations: int) -> tuple[str, SeedResult]:
     if key not in _templates:
         name = f"rollout_bench_tpl_{uuid.uuid4().hex[:8]}"
         dsn = db.create_database(admin, name)
-        atexit.register(db.drop_database, admin, name)
-        with db.connect(dsn) as conn:
-            apply_baseline(conn)
-            result = seed_database(conn, allocations, anchor=SEED_ANCHOR, progress=lambda m: None)
-            # Visibility map and statistics set, as on a long-lived production table.
-            conn.execute("VACUUM ANALYZE")
+        try:
+            with db.connect(dsn) as conn:
+                apply_baseline(conn)
+                result = seed_database(
+                    conn, allocations, anchor=SEED_ANCHOR, progress=lambda m: None
+                )
+                # Visibility map and statistics set, as on a long-lived production table.
+                conn.execute("VACUUM ANALYZE")
+        except BaseException:
+            db.drop_database(admin, name)  # a half-seeded template is never left behind
+            raise
         _templates[key] = (name, result)
     return _templates[key]
+
+
+@atexit.register
+def drop_templates() -> None:
+    """Drop every template this process seeded (at exit, or earlier when the caller is done)."""
+    while _templates:
+        (admin, _), (name, _) = _templates.popitem()
+        db.drop_database(admin, name)
 
 
 @contextmanager
