@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from applies import psql_file
-from scratch import admin_dsn, benchmark_parser, free_port, seeded_database, server_label
+from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
 from rollout import steps
-from rollout.airflow_stack import AirflowStack
+from rollout.airflow_stack import AirflowStack, free_port
 from rollout.artifacts import ArtifactDir
 from rollout.demo_rollout import follow_run
 from rollout.migrations import load_bundle

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from scratch import admin_dsn, benchmark_parser, free_port, seeded_database, server_label
+from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
 from rollout import db, ledger
-from rollout.airflow_stack import FLEET_DAG_ID, AirflowStack
+from rollout.airflow_stack import FLEET_DAG_ID, AirflowStack, free_port
 from rollout.demo_rollout import follow_run
 from rollout.fleet import MAX_WAVES
 

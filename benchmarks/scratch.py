@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime as dt
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,13 +86,6 @@ def seeded_database(admin: str | None, allocations: int) -> Iterator[str]:
         yield dsn
     finally:
         db.drop_database(admin, name)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a local Airflow's api-server)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_label(dsn: str) -> str:

@@ -41,8 +41,6 @@ from rollout.airflow_support import (
 from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_tasks
 from rollout.errors import RolloutError
 
-FLEET_POOL = "rollout_fleet"  # its slots: how many targets work at once
-
 
 def _target_run(context, entry: dict) -> steps.Run:
     """This target's own Run (artifacts under targets/<conn_id>/)."""
@@ -104,7 +102,7 @@ with DAG(
                 return window_poke(
                     context,
                     run_from_context(context),
-                    lambda: fleet_steps.predict_target_lock(
+                    lambda: steps.predict_target_lock(
                         ti.xcom_pull(task_ids="apply_staging"),
                         checked["staging"]["allocation_rows"],
                         max(checked["targets"][c] for c in members),
@@ -122,7 +120,7 @@ with DAG(
 
             @task_group(group_id="target")
             def target(entry: dict):
-                @task(pool=FLEET_POOL)
+                @task(pool=fleet.FLEET_POOL)
                 def preflight(entry: dict, **context) -> dict:
                     """No start once a target has failed; else this target's own checks and
                     "before", then its performance baseline."""
@@ -137,7 +135,7 @@ with DAG(
                     )
                     return checked
 
-                @task(pool=FLEET_POOL)
+                @task(pool=fleet.FLEET_POOL)
                 def apply(entry: dict, **context) -> dict:
                     window = context["ti"].xcom_pull(
                         task_ids=f"{fleet.wave_group(k)}.wait_for_window"
@@ -148,13 +146,13 @@ with DAG(
                         run=_target_run(context, entry),
                     )  # fmt: skip
 
-                @task(pool=FLEET_POOL)
+                @task(pool=fleet.FLEET_POOL)
                 def validate(entry: dict, **context) -> dict:
                     return run_step(
                         steps.validate, context, "production", run=_target_run(context, entry)
                     )
 
-                @task(pool=FLEET_POOL)
+                @task(pool=fleet.FLEET_POOL)
                 def monitor(entry: dict, **context) -> dict:
                     return run_step(
                         steps.monitor_production_perf, context, run=_target_run(context, entry)
@@ -172,7 +170,7 @@ with DAG(
 
         return wave_group()
 
-    @task(trigger_rule="all_done", pool=FLEET_POOL)
+    @task(trigger_rule="all_done", pool=fleet.FLEET_POOL)
     def rollback_target(entry: dict, **context) -> dict:
         """A failed target is rolled back; with rollback_all, every applied one too."""
         settings = fleet_from_context(context)

@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 
 from rollout.errors import RolloutError
+from rollout.fleet import FLEET_POOL
 from rollout.paths import PROJECT_ROOT, STATE_DIR
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 ADMIN_USER = "admin"
 DAG_ID = "migration_rollout"
 FLEET_DAG_ID = "fleet_rollout"
-FLEET_POOL = "rollout_fleet"  # the fleet DAG's targets work in it: its slots bound them
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
 FINISHED = ("success", "failed")
 
@@ -119,7 +119,7 @@ class AirflowStack:
             queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
             for i in range(1, self.celery_workers + 1):
                 # Each worker serves its task logs on a port of its own (one machine here).
-                worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())}
+                worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
                 commands[f"celery-worker-{i}"] = (
                     ["celery", "worker", "--queues", queue, "--celery-hostname",
                      f"rollout-{i}@%h"],
@@ -306,7 +306,8 @@ class AirflowStack:
         return f"{self.url}/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/required_actions"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (an api-server's, a worker's log server's)."""
     import socket
 
     with socket.socket() as sock:

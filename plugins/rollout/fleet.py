@@ -35,6 +35,7 @@ MAX_WAVES = 12
 # The tasks of one target, in order; the last one succeeding means the target is healthy.
 TARGET_TASKS = ("preflight", "apply", "validate", "monitor")
 ROLLBACK_TASK = "rollback_target"
+FLEET_POOL = "rollout_fleet"  # a target's work takes one of its slots: they bound the fleet
 
 
 def wave_group(wave: int) -> str:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from rollout import db, fleet, ledger
+from rollout import db, fleet
 from rollout.artifacts import list_tree
-from rollout.errors import RolloutError, TargetUnavailable
-from rollout.locktime import allocation_rows, predict_lock_seconds
-from rollout.steps import Run, preflight_target, write_summary
+from rollout.errors import TargetUnavailable
+from rollout.locktime import allocation_rows
+from rollout.steps import Run, ledger_state, preflight_target, write_summary
 
 # The tasks before the first production target: one failing means production was not reached.
 BEFORE_PRODUCTION = (
@@ -71,14 +71,6 @@ def target_run(run: Run, conn_id: str, dsn: str) -> Run:
     )
 
 
-def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
-    measured = staging_apply.get("lock_seconds")
-    if measured is None:
-        raise RolloutError("staging has no measured lock time (applied outside this tool?)")
-    rows = staging_apply.get("allocation_rows") or staging_rows
-    return predict_lock_seconds(measured, max(rows, 1), target_rows)
-
-
 def stop_reason(plan: list[dict], states: Mapping[str, str]) -> str | None:
     """Why no further target may start (a target failed), or None."""
     failed = fleet.failed_targets(plan, states)
@@ -117,26 +109,14 @@ def target_reason(run: Run) -> str | None:
     return "; ".join(notes) or None
 
 
-def ledger_state(run: Run) -> str:
-    try:
-        with run.connect("production", "report") as conn:
-            state = ledger.version_state(conn, run.bundle.version)
-    except RolloutError as exc:
-        return f"unknown ({exc})"
-    if state.applied:
-        return "applied"
-    return "rolled back" if state.at is not None else "not applied"
-
-
 def write_fleet_report(
     run: Run,
     plan: list[dict],
     target_runs: list[Run],
     states: Mapping[str, str],
 ) -> dict:
-    """fleet-report.{md,json} and summary.{md,html}: the outcome and each target's final
-    state (applied / not applied / rolled back / refused) and why."""
-
+    """fleet-report.json and summary.{md,html}: the outcome and each target's final state
+    (applied / not applied / rolled back / refused) and why."""
     rows = []
     staging_failed = [t for t in BEFORE_PRODUCTION if states.get(t) == "failed"]
     stopped = stop_reason(plan, states) or (
@@ -145,7 +125,9 @@ def write_fleet_report(
     for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
         own = fleet.target_task_states(states, entry)
         reason = target_reason(trun) or (stopped if own["apply"] is None else None)
-        state, why = fleet.final_state(ledger_state(trun), states, entry, index, reason)
+        state, why = fleet.final_state(
+            ledger_state(trun, "production"), states, entry, index, reason
+        )
         rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
                      "why": why})  # fmt: skip
     counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}

@@ -228,13 +228,21 @@ def production_statement_timeout(predicted_lock_s: float) -> float:
 
 def predict_production_lock(staging_apply: dict, preflight_result: dict) -> float:
     """Staging's measured lock time scaled to production's row count."""
+    return predict_target_lock(
+        staging_apply,
+        preflight_result["staging"]["allocation_rows"],
+        preflight_result["production"]["allocation_rows"],
+    )
+
+
+def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
+    """Staging's measured lock time scaled to a target's row count (staging's rows as its apply
+    counted them, else as preflight did)."""
     measured = staging_apply.get("lock_seconds")
-    rows = staging_apply.get("allocation_rows") or preflight_result["staging"]["allocation_rows"]
     if measured is None:
         raise RolloutError("staging has no measured lock time (applied outside this tool?)")
-    return predict_lock_seconds(
-        measured, max(rows, 1), preflight_result["production"]["allocation_rows"]
-    )
+    rows = staging_apply.get("allocation_rows") or staging_rows
+    return predict_lock_seconds(measured, max(rows, 1), target_rows)
 
 
 # --- validation, diff, tests --------------------------------------------------------------
@@ -522,21 +530,20 @@ def write_summary(run: Run, title: str, outcome: str, table: list[str]) -> list[
 def target_states(run: Run) -> dict[str, str]:
     """Each target's state for this version, from its ledger: applied, rolled back, not
     applied (or why it could not be read)."""
-    states = {}
-    for target in TARGETS:
-        try:
-            with run.connect(target, "report") as conn:
-                state = ledger.version_state(conn, run.bundle.version)
-        except RolloutError as exc:
-            states[target] = f"unknown ({exc})"
-            continue
-        if state.applied:
-            states[target] = "applied"
-        elif state.at is not None:
-            states[target] = "rolled back"
-        else:
-            states[target] = "not applied"
-    return states
+    return {target: ledger_state(run, target) for target in TARGETS}
+
+
+def ledger_state(run: Run, target: str) -> str:
+    """applied, rolled back or not applied, as the target's ledger has this version (or why it
+    could not be read)."""
+    try:
+        with run.connect(target, "report") as conn:
+            state = ledger.version_state(conn, run.bundle.version)
+    except RolloutError as exc:
+        return f"unknown ({exc})"
+    if state.applied:
+        return "applied"
+    return "rolled back" if state.at is not None else "not applied"
 
 
 def headline_artifacts(files: list[str]) -> list[str]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import email
 import json
-import socket
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from rollout import db
-from rollout.airflow_stack import AirflowStack
+from rollout.airflow_stack import AirflowStack, free_port
 from rollout.baseline import apply_baseline
 from rollout.clusters import start_cluster, stop_cluster
 from rollout.seed import seed_database
@@ -34,12 +33,6 @@ SCENARIOS = {
     "blocked": 3000,
     "browser": 3000,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Fleet scenario -> how many production targets. The targets alternate between the embedded
@@ -144,7 +137,7 @@ def mailbox() -> Iterator[MailBox]:
     from aiosmtpd.controller import Controller
 
     box = MailBox()
-    controller = Controller(box, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
     controller.start()
     box.port = controller.port
     try:
@@ -174,7 +167,7 @@ def airflow(e2e_targets, fleet_targets, mailbox, tmp_path_factory) -> Iterator[A
     }]  # fmt: skip
     stack = AirflowStack(
         home=home,
-        port=_free_port(),
+        port=free_port(),
         connections=connections,
         extra_env={
             "ROLLOUT_ARTIFACTS_URL": f"file://{home / 'artifacts'}",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.airflow_stack import REDIS_BROKER, AirflowStack
+from rollout.airflow_stack import REDIS_BROKER, AirflowStack, free_port
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from tests.target_state import migrated
@@ -36,14 +36,12 @@ def celery_airflow(fleet_targets, tmp_path_factory) -> Iterator[AirflowStack]:
         if os.environ.get("CI"):
             pytest.fail(message)  # CI's machine runs Redis: its absence is a failure there
         pytest.skip(message)
-    from tests.e2e.conftest import _free_port
-
     home = tmp_path_factory.mktemp("airflow-celery")
     dsns = fleet_targets["fleet_celery"]
     connections = {("s_fleet_celery" if k == "staging" else k): v for k, v in dsns.items()}
     stack = AirflowStack(
         home=home,
-        port=_free_port(),
+        port=free_port(),
         connections=connections,
         executor="CeleryExecutor",
         celery_workers=2,
