@@ -77,21 +77,37 @@ class MaintenanceWindow:
     def opening(
         self, now: dt.datetime, run_started: dt.datetime
     ) -> tuple[dt.datetime, dt.datetime] | None:
-        """The window that is open at `now` or opens next, as (start, end); None when a one-off
-        window has passed. "now" means the window opened when the run started."""
+        """The window that is open at `now` or opens next, as (start, end) in UTC; None when a
+        one-off window has passed. "now" means the window opened when the run started.
+
+        The start is local wall time in the window's zone; the length is real time, added in
+        UTC, so a 120-minute window lasts 120 minutes on the days the clocks change too. A
+        local start the clocks skip (spring forward) opens at the instant it would have had
+        before the change; one they repeat (fall back) opens at its first occurrence."""
         length = dt.timedelta(minutes=self.minutes)
         if self.start == "now":
             return (run_started, run_started + length) if now < run_started + length else None
         start = self._start_time()
         if isinstance(start, dt.datetime):
-            return (start, start + length) if now < start + length else None
-        local_now = now.astimezone(self.zone)
+            opens = start.astimezone(dt.UTC)
+            return (opens, opens + length) if now < opens + length else None
+        local_today = now.astimezone(self.zone).date()
         for days in (-1, 0, 1):  # yesterday's window may still be open after midnight
-            day = local_now.date() + dt.timedelta(days=days)
-            opens = dt.datetime.combine(day, start, tzinfo=self.zone)
-            if now < opens + length:
-                return opens, opens + length
+            opens, closes = self.daily_opening(local_today + dt.timedelta(days=days))
+            if now < closes:
+                return opens, closes
         raise AssertionError("a daily window always opens within a day")  # pragma: no cover
+
+    def daily_opening(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """A daily window's (start, end) in UTC on a local calendar day."""
+        start = self._start_time()
+        assert isinstance(start, dt.time), "daily windows only"
+        opens = dt.datetime.combine(day, start, tzinfo=self.zone).astimezone(dt.UTC)
+        return opens, opens + dt.timedelta(minutes=self.minutes)
+
+    def can_ever_fit(self, predicted_lock_s: float) -> bool:
+        """Whether the predicted lock (with the margin) fits in a whole window at all."""
+        return predicted_lock_s * SAFETY_FACTOR <= self.minutes * 60
 
     def decide(
         self, now: dt.datetime, run_started: dt.datetime, predicted_lock_s: float
@@ -101,6 +117,8 @@ class MaintenanceWindow:
             return Decision("refuse", f"the maintenance window ({self.describe()}) has passed")
         opens, closes = window
         if now < opens:
+            if not self.can_ever_fit(predicted_lock_s):
+                return Decision("refuse", self._never_fits(predicted_lock_s))
             return Decision(
                 "wait",
                 f"waiting for the window: it opens at {self._local(opens)}, in "
@@ -122,15 +140,26 @@ class MaintenanceWindow:
             f"predicted lock {predicted_lock_s:.1f} s (x{SAFETY_FACTOR} margin) does not fit in the "
             f"{_minutes(left)} left of the window closing at {self._local(closes)}"
         )
-        if self.kind == "daily" and self.on_passed == "wait_next":
-            next_opens = opens + dt.timedelta(days=1)
+        if (
+            self.kind == "daily"
+            and self.on_passed == "wait_next"
+            and self.can_ever_fit(predicted_lock_s)
+        ):
+            local_day = opens.astimezone(self.zone).date() + dt.timedelta(days=1)
+            next_opens, next_closes = self.daily_opening(local_day)
             return Decision(
                 "wait",
                 f"{too_short}; waiting for the next window at {self._local(next_opens)}",
                 next_opens,
-                next_opens + dt.timedelta(minutes=self.minutes),
+                next_closes,
             )
         return Decision("refuse", too_short)
+
+    def _never_fits(self, predicted_lock_s: float) -> str:
+        return (
+            f"predicted lock {predicted_lock_s:.1f} s (x{SAFETY_FACTOR} margin) is longer than the "
+            f"whole {self.minutes}-minute window: it can never fit; widen window_minutes"
+        )
 
     def describe(self) -> str:
         every = "daily at " if self.kind == "daily" else ""
