@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workload import SQL
-
 from rollout import db, steps
 from rollout.artifacts import ArtifactDir
 from rollout.clusters import client_binary
@@ -25,12 +23,14 @@ from rollout.migrations import LOCK_PHASE_MARKER, load_bundle
 from rollout.paths import sql_text
 from rollout.settings import RolloutSettings
 
+BENCH_SQL = Path(__file__).parent / "sql"
+
 
 def seed_migration_sql() -> str:
     """The seed's migration: our up.sql with its constraint as the seed defines it (the same
     statements before the lock, one transaction)."""
     before_lock, _, _ = sql_text(load_bundle().up_path).partition(LOCK_PHASE_MARKER)
-    return before_lock + sql_text(SQL / "seed_constraint.sql") + "\nCOMMIT;\n"
+    return before_lock + sql_text(BENCH_SQL / "seed_constraint.sql") + "\nCOMMIT;\n"
 
 
 def psql_file(sql: str) -> Callable[[str], None]:
@@ -66,7 +66,7 @@ def timed_sql(dsn: str, name: str) -> float:
     """Seconds to run benchmarks/sql/<name> in a transaction that is then rolled back."""
     with db.connect(dsn, autocommit=False) as conn:
         started = time.perf_counter()
-        conn.execute(sql_text(SQL / name).encode())
+        conn.execute(sql_text(BENCH_SQL / name).encode())
         elapsed = time.perf_counter() - started
         conn.rollback()
     return elapsed

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from applies import production_step, psql_file, seed_migration_sql
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
-from workload import BookingWriters, LongReader, WriterStats
 
 from rollout.migrations import load_bundle
 from rollout.paths import sql_text
+from rollout.workload import BookingWriters, LongReader, WriterStats
 
 STALL_GOAL = 0.35
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from rollout.paths import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
-
-from workload import WriterStats
+from rollout.workload import WriterStats
 
 
 def test_blocked_time_counts_overlapping_waits_once():

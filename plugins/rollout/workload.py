@@ -1,4 +1,5 @@
-"""A booking workload for the writer-stall benchmark.
+"""A booking workload: the application writing while the rollout works (the writer-stall
+benchmark, and the end-to-end tests of a live production).
 
 Writers do what the booking flow does, through the application's own SQL: a pending booking,
 a hold on a table with its shadow allocation, then `confirm_hold_assignment_tx`, one
@@ -14,12 +15,11 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rollout import db
-from rollout.paths import sql_text
+from rollout.paths import SQL_DIR, sql_text
 
-SQL = Path(__file__).parent / "sql"
+SQL = SQL_DIR / "workload"
 # A transaction this much slower than the workload's own pace waited on a lock: counted as
 # blocked. The workload's transactions take a few milliseconds when nothing is in the way.
 BLOCKED_AFTER_S = 0.25
@@ -154,3 +154,59 @@ class LongReader:
             conn.execute(sql_text(SQL / "long_read.sql").encode()).fetchone()
             self.reading.set()
             time.sleep(self.seconds)
+
+
+class OutboxWriter:
+    """The application's event producer: one `booking.created` outbox row every `every_s`
+    seconds until stopped, each in its own transaction (what reproduced the false "rows lost"
+    on a live production)."""
+
+    def __init__(self, dsn: str, every_s: float = 0.2) -> None:
+        self.dsn, self.every_s = dsn, every_s
+        self.written = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def start(self) -> OutboxWriter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return self.written
+
+    def _write(self) -> None:
+        insert = sql_text(SQL / "outbox_event.sql").encode()
+        while not self._stop.is_set():
+            try:
+                with db.connect(self.dsn, application_name="app-outbox") as conn:
+                    while not self._stop.is_set():
+                        conn.execute(insert)
+                        self.written += 1
+                        self._stop.wait(self.every_s)
+            except Exception as exc:  # a server restart or a lock: note it, reconnect, go on
+                self.errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                self._stop.wait(self.every_s)
+
+
+class LiveApplication:
+    """Everything the application writes while a rollout runs on production: booking writers
+    (bookings, holds, shadow allocations, confirms) and the outbox producer."""
+
+    def __init__(self, dsn: str, writers: int = 2, pause_s: float = 0.2) -> None:
+        self.bookings = BookingWriters(dsn, count=writers, pause_s=pause_s, run_key=7)
+        self.outbox = OutboxWriter(dsn)
+
+    def __enter__(self) -> LiveApplication:
+        self.bookings.start()
+        self.outbox.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.bookings.stop()
+        self.outbox.stop()
+
+    def committed(self) -> int:
+        return len(self.bookings.stats.spans) + self.outbox.written
