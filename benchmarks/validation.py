@@ -20,7 +20,7 @@ from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 from rollout import db
 from rollout.migrations import apply_up, load_bundle
 from rollout.seed import table_row_counts
-from rollout.validation import row_count_parameters, validate_target
+from rollout.validation import validate_target
 
 GOAL_S = 30.0
 GOAL_MIB = 1024.0
@@ -36,7 +36,7 @@ class ValidationRun:
 def _validate(dsn: str, version: str, counts: dict, results: multiprocessing.Queue) -> None:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        report = validate_target(dsn, version, "post_migration", out, counts)
+        report = validate_target(dsn, version, "post_migration", out, row_counts=counts)
         elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.put(ValidationRun(elapsed, peak_mib, report.success))
@@ -46,7 +46,7 @@ def measure_validation(admin: str | None, allocations: int) -> ValidationRun:
     with seeded_database(admin, allocations) as dsn:
         bundle = load_bundle()
         with db.connect(dsn) as conn:
-            counts = row_count_parameters(table_row_counts(conn))
+            counts = table_row_counts(conn)
             apply_up(conn, bundle)
         # A fresh process, so its peak memory is the validation's, not this process's.
         context = multiprocessing.get_context("spawn")

@@ -29,25 +29,32 @@ from rollout import fleet, fleet_steps, steps
 from rollout.airflow_support import (
     ProductionApproval,
     WaveApproval,
+    dsn_or_why_not,
+    fail_safe_artifacts,
     fail_task,
     fleet_dsns,
     fleet_from_context,
     run_from_context,
+    run_or_why_not,
     run_step,
     send_outcome,
+    skip_task,
     task_states,
     window_poke,
 )
-from rollout.dag_parts import rollback_or_skip, rollback_staging_task, staging_tasks
+from rollout.dag_parts import (
+    pre_approval_check_task,
+    rollback_or_skip,
+    rollback_staging_task,
+    staging_tasks,
+)
 from rollout.errors import RolloutError
 
 
 def _target_run(context, entry: dict) -> steps.Run:
     """This target's own Run (artifacts under targets/<conn_id>/)."""
-    from rollout.targets import resolve_target
-
     run = run_from_context(context)
-    return fleet_steps.target_run(run, entry["conn_id"], resolve_target(entry["conn_id"]))
+    return fleet_steps.target_run(run, entry["conn_id"], dsn_or_why_not(entry["conn_id"]))
 
 
 with DAG(
@@ -172,30 +179,42 @@ with DAG(
 
     @task(trigger_rule="all_done", pool=fleet.FLEET_POOL)
     def rollback_target(entry: dict, **context) -> dict:
-        """A failed target is rolled back; with rollback_all, every applied one too."""
+        """A failed target is rolled back; with rollback_all, every one this run applied too.
+        A target an earlier run migrated stays as it is."""
+        run, refused = run_or_why_not(context)
+        if run is None:
+            raise skip_task(context, f"nothing to roll back: the run was refused ({refused})")
         settings = fleet_from_context(context)
         plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
-        why = fleet_steps.rollback_reason(
-            settings, plan, context["ti"].map_index, task_states(context)
-        )
+        states = task_states(context)
+        why = fleet_steps.rollback_reason(settings, plan, context["ti"].map_index, states)
+        trun = _target_run(context, entry)
         if why is None:
-            raise AirflowSkipException(f"{entry['conn_id']}: left as it is")
-        run = _target_run(context, entry)
-        run.say(f"rollback {entry['conn_id']}: {why}")
-        return rollback_or_skip(run, "production", context)
+            raise skip_task(context, f"{entry['conn_id']}: left as it is", trun.artifacts)
+        trun.say(f"rollback {entry['conn_id']}: {why}")
+        own = fleet.target_task_states(states, plan[context["ti"].map_index])
+        return rollback_or_skip(trun, "production", context, own["apply"], trun.artifacts)
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
-        """Always: each target's final state and why; the run fails unless every target is
-        applied and healthy."""
-        run = run_from_context(context)
+        """Always: each target's final state and why; the leases given back; the run fails
+        unless every target is applied and healthy."""
         states = task_states(context)
+        run, refused = run_or_why_not(context)
+        dag_run = context["dag_run"]
+        if run is None:
+            summary = steps.write_refused_report(
+                fail_safe_artifacts(context), dag_run.run_id,
+                getattr(dag_run, "triggering_user_name", None), refused, states,
+            )  # fmt: skip
+            send_outcome(context, "(refused parameters)", summary["outcome"])
+            raise AirflowFailException(f"fleet rollout {summary['outcome']} (see summary.md)")
         checked = context["ti"].xcom_pull(task_ids="preflight")
         plan = checked["plan"] if checked else []
         target_runs = [_target_run(context, entry) for entry in plan]
         summary = fleet_steps.write_fleet_report(run, plan, target_runs, states)
         send_outcome(
-            context, run, summary["outcome"],
+            context, run.bundle.version, summary["outcome"],
             {row["conn_id"]: row["state"] for row in summary["targets"]},
         )  # fmt: skip
         if summary["outcome"] != "succeeded":
@@ -207,7 +226,7 @@ with DAG(
     # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
     staging = staging_tasks()
     gate = ProductionApproval(task_id="approve_production")
-    chain(checked, *staging, gate)
+    chain(checked, *staging, pre_approval_check_task(), gate)
     plan = plan_targets()
     waves = [wave(k) for k in range(fleet.MAX_WAVES)]
     chain(gate, plan, *waves)  # wave k+1 after wave k: all of its targets must succeed

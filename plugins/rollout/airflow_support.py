@@ -13,6 +13,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import ObjectStoragePath
 
 from rollout.artifacts import ArtifactDir
+from rollout.errors import TargetUnavailable
 from rollout.fleet import FleetSettings
 from rollout.paths import STATE_DIR
 from rollout.settings import RolloutSettings
@@ -45,15 +46,30 @@ def fail_task(context: Any, exc: Exception, folder: ArtifactDir | None = None) -
     report and the person reading it."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    folder = folder or fail_safe_artifacts(context)
-    if folder is not None:
-        try:
-            task = context["ti"].task_id.rsplit(".", 1)[-1]
-            folder.write_text(f"failures/{task}.txt", f"{exc}\n")
-        except OSError as write_error:  # the reason still reaches the task log below
-            log.warning("could not keep the failure reason: %s", write_error)
+    keep_reason(context, "failures", str(exc), folder)
     log.error("%s", exc)
     return AirflowFailException(str(exc))
+
+
+def skip_task(context: Any, why: str, folder: ArtifactDir | None = None) -> Exception:
+    """The exception that skips a task, its reason kept (notes/<task>.txt) for the report: a
+    rollback that left another run's work in place says so in the summary."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    keep_reason(context, "notes", why, folder)
+    log.info("%s", why)
+    return AirflowSkipException(why)
+
+
+def keep_reason(context: Any, kind: str, text: str, folder: ArtifactDir | None = None) -> None:
+    folder = folder or fail_safe_artifacts(context)
+    if folder is None:
+        return
+    try:
+        task = context["ti"].task_id.rsplit(".", 1)[-1]
+        folder.write_text(f"{kind}/{task}.txt", f"{text}\n")
+    except OSError as write_error:  # the reason still reaches the task log
+        log.warning("could not keep the task's reason: %s", write_error)
 
 
 def run_page_path(dag_id: str, run_id: str) -> str:
@@ -100,20 +116,18 @@ def fail_safe_artifacts(context: Any) -> ArtifactDir | None:
 
 
 def send_outcome(
-    context: Any, run: Run, outcome: str, states: dict[str, str] | None = None
+    context: Any, version: str, outcome: str, states: dict[str, str] | None = None
 ) -> None:
     """The one message at the end of a run: outcome, version, each target's state, the link."""
     from rollout.notify import Notice, send
-    from rollout.steps import target_states
 
     dag_run = context["dag_run"]
-    states = states if states is not None else target_states(run)
-    lines = [f"Rollout of {run.bundle.path.name}: {outcome}.", ""]
-    lines += [f"- {target}: {state}" for target, state in states.items()]
+    lines = [f"Rollout of {version}: {outcome}.", ""]
+    lines += [f"- {target}: {state}" for target, state in (states or {}).items()]
     send(
         Notice(
             kind="outcome",
-            subject=f"Rollout {run.bundle.version}: {outcome}",
+            subject=f"Rollout {version}: {outcome}",
             message="\n".join(lines),
             link=run_page_url(dag_run.dag_id, dag_run.run_id),
         ),
@@ -138,13 +152,31 @@ def fleet_dsns(settings: FleetSettings) -> dict[str, str]:
 
 
 def run_from_context(context: Any) -> Run:
-    """Settings first (a bad parameter fails before any database is touched), then targets."""
-    settings = settings_from_context(context)
+    """Settings first (a bad parameter fails before any database is touched), then targets: a
+    connection that is not defined fails the first step that connects to it, naming it."""
+    return _run(context, settings_from_context(context))
+
+
+def run_or_why_not(context: Any) -> tuple[Run | None, str | None]:
+    """For the report and the rollbacks, which must never crash: the run, or why there is none
+    (its parameters were refused: then it touched nothing)."""
+    from rollout.errors import RolloutError
+
+    try:
+        return run_from_context(context), None
+    except RolloutError as exc:
+        return None, str(exc)
+
+
+def _run(context: Any, settings: RolloutSettings) -> Run:
+    import os
+    import socket
+
+    dag_run, ti = context["dag_run"], context["ti"]
     dsns = {
-        "staging": resolve_target(settings.staging_conn_id),
-        "production": resolve_target(settings.production_conn_id),
+        "staging": dsn_or_why_not(settings.staging_conn_id),
+        "production": dsn_or_why_not(settings.production_conn_id),
     }
-    dag_run = context["dag_run"]
     return Run(
         settings=settings,
         dsns=dsns,
@@ -152,7 +184,44 @@ def run_from_context(context: Any) -> Run:
         run_id=dag_run.run_id,
         actor=getattr(dag_run, "triggering_user_name", None),
         progress=log.info,
+        dag_id=dag_run.dag_id,
+        session={
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "dag_id": dag_run.dag_id,
+            "task_id": ti.task_id,
+            "map_index": getattr(ti, "map_index", -1),
+            "try_number": getattr(ti, "try_number", None),
+        },
+        is_stale=lambda lease: lease_is_stale(ti, lease),
+        watch_worker=True,
     )
+
+
+class MissingTarget(str):
+    """A target whose connection could not be resolved: connecting to it raises the reason."""
+
+
+def dsn_or_why_not(conn_id: str) -> str:
+    """The connection's DSN, or a MissingTarget carrying why there is none: the first step that
+    connects fails with it, and the report and rollbacks still run."""
+    try:
+        return resolve_target(conn_id)
+    except TargetUnavailable as exc:
+        return MissingTarget(str(exc))
+
+
+def lease_is_stale(ti: Any, lease: Any) -> str | None:
+    """Why another run's lease is stale: its DAG run in this Airflow has ended. A run this
+    Airflow does not know (another deployment's, or the CLI's) is never assumed stale."""
+    if not lease.dag_id:
+        return None
+    try:
+        state = ti.get_dagrun_state(lease.dag_id, lease.run_id)
+    except Exception:  # not found here, or no answer: not ours to judge
+        return None
+    state = str(getattr(state, "value", state))
+    return f"its run ended: {state}" if state in ("success", "failed") else None
 
 
 def task_states(context: Any) -> dict[str, str]:
@@ -228,6 +297,35 @@ class ProductionApproval(ApprovalOperator):
         log.info("approval requested: %s", self.subject)
         log.info("%s", self.body)
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Who answered, what and when, kept in the run's artifacts (approval.json) for the
+        summary, before the answer takes effect (Reject raises)."""
+        record_answer(context, event)
+        return super().execute_complete(context, event)
+
+
+def record_answer(context: Any, event: dict[str, Any]) -> None:
+    folder = fail_safe_artifacts(context)
+    if folder is None:
+        return
+    if "error" in event:
+        answer = {"answer": "timed out" if event.get("error_type") == "timeout" else "error",
+                  "detail": str(event.get("error")), "at": dt.datetime.now(dt.UTC).isoformat()}  # fmt: skip
+    else:
+        user = event.get("responded_by_user") or {}
+        at = event.get("responded_at")
+        answer = {
+            "answer": ", ".join(event.get("chosen_options") or []),
+            "by": user.get("name") or user.get("id") if isinstance(user, dict) else str(user),
+            "by_id": user.get("id") if isinstance(user, dict) else None,
+            "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
+            "task": context["ti"].task_id,
+        }
+    try:
+        folder.write_json("approval.json", answer)
+    except OSError as exc:
+        log.warning("could not keep the approval's answer: %s", exc)
 
 
 class WaveApproval(ApprovalOperator):

@@ -20,10 +20,11 @@ from rollout.clusters import cluster_dsn, start_cluster, stop_cluster
 from rollout.demo import DEFAULT_ALLOCATIONS, TARGETS, prepare_target
 from rollout.diff import capture_db_diff, load_snapshot, save_snapshot
 from rollout.errors import RolloutError
-from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
+from rollout.migrations import list_down_conflicts, load_bundle, run_check
 from rollout.schema import snapshot_schema
 from rollout.seed import seed_database, table_row_counts
-from rollout.validation import row_count_parameters, validate_target
+from rollout.settings import PARAM_SCHEMA
+from rollout.validation import validate_target
 
 
 def _say(message: str) -> None:
@@ -107,15 +108,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.version)
+    if args.action in ("up", "down"):
+        return _migrate(args, bundle)
     with db.connect(args.dsn) as conn:
-        if args.action in ("up", "down"):
-            apply = apply_up if args.action == "up" else apply_down
-            started = time.perf_counter()
-            apply(conn, bundle)
-            run_check(conn, bundle, f"verify_{args.action}")
-            seconds = time.perf_counter() - started
-            _say(f"{bundle.version} {args.action} applied and verified in {seconds:.1f} s")
-        elif args.action == "verify":
+        if args.action == "verify":
             run_check(conn, bundle, f"verify_{args.state}")
             _say(f"{bundle.version}: database is in the {args.state} state")
         else:
@@ -124,6 +120,59 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 print("\t".join(str(row[key]) for key in row))
             _say(f"{len(conflicts)} allocation pair(s) block the down")
     return 0
+
+
+def _migrate(args: argparse.Namespace, bundle) -> int:
+    """The up or the down by hand, exactly as the DAG's steps do it: the database's lease and
+    rollout lock, the lock-retry mechanism, the ledger row in the change's transaction, the
+    manifest's row rules, the export before a drop. A down undoes only what its own run
+    applied: a version a DAG run applied is rolled back here only when named (--applied-by)."""
+    import getpass
+    import socket
+
+    from rollout import steps
+    from rollout.paths import STATE_DIR
+    from rollout.settings import RolloutSettings
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"cli__{stamp}_{getpass.getuser()}@{socket.gethostname()}"
+    out = Path(args.out) if args.out else STATE_DIR / "cli" / run_id
+    run = steps.Run(
+        settings=RolloutSettings.from_params(
+            {
+                "version": bundle.version,
+                "lock_timeout_ms": args.lock_timeout_ms,
+                "lock_retries": args.lock_retries,
+                "retry_backoff_s": args.retry_backoff_s,
+            }
+        ),
+        dsns={"target": args.dsn},
+        artifacts=ArtifactDir(out),
+        run_id=run_id,
+        actor=getpass.getuser(),
+        progress=_say,
+        session=steps.default_session(),
+    )
+    try:
+        if args.action == "up":
+            result = steps.apply_target(run, "target")
+            if result["noop"]:
+                _say(f"{bundle.version}: nothing to do ({result['state']})")
+            return 0
+        result = steps.rollback_target(run, "target", applied_by=args.applied_by)
+        if result["action"] == "not_owned":
+            print(
+                f"rollout: {bundle.version} was applied by run {result['applied_by']}; a rollback "
+                "undoes only the work of the run it names. To roll it back by hand, deliberately: "
+                f"rollout migrate down --dsn … --applied-by {result['applied_by']}",
+                file=sys.stderr,
+            )
+            return 1
+        if result["action"] == "rolled_back":
+            _say(f"rolled back; exports and reports in {out}")
+        return 0
+    finally:
+        steps.release_leases(run, ["target"])
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -156,12 +205,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    parameters = {}
+    counts = None
     if args.before:
         counts = json.loads((Path(args.before) / "row-counts.json").read_text())
-        parameters = row_count_parameters(counts)
-    version = load_bundle(args.version).version
-    report = validate_target(args.dsn, version, args.phase, args.out, parameters, target=args.label)
+    version = load_bundle(args.version).expectations_key
+    report = validate_target(
+        args.dsn, version, args.phase, args.out, target=args.label, row_counts=counts
+    )
     _say(
         f"{args.phase}: {'passed' if report.success else 'FAILED'}; report in {Path(args.out) / 'validation-report.md'}"
     )
@@ -282,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", required=True)
     p.add_argument("--version", help="bundle version (default: the newest)")
     p.add_argument("--state", choices=["up", "down"], default="up", help="with verify")
+    p.add_argument(
+        "--applied-by", metavar="RUN_ID",
+        help="down: roll back a version another run applied (its run id, as the ledger says)",
+    )  # fmt: skip
+    p.add_argument("--out", help="up/down: folder for exports and reports (default .rollout/cli/…)")
+    for name, (default, _, doc) in PARAM_SCHEMA.items():
+        if name in ("lock_timeout_ms", "lock_retries", "retry_backoff_s"):
+            kind = float if isinstance(default, float) else int
+            p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=doc)
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser(
@@ -303,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", required=True)
     p.add_argument("--phase", choices=["pre_migration", "post_migration"], required=True)
     p.add_argument(
-        "--before", help="capture folder with row-counts.json (needed for post_migration)"
+        "--before",
+        help="capture folder with row-counts.json: exact row counts (where nobody writes)",
     )
     p.add_argument("--out", required=True)
     p.add_argument("--version", help="bundle version (default: the newest)")

@@ -9,13 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import task
-from airflow.sdk.exceptions import AirflowSkipException
 
 from rollout import steps
-from rollout.airflow_support import fail_task, run_from_context, run_step, task_states
+from rollout.airflow_support import (
+    fail_task,
+    run_or_why_not,
+    run_started,
+    run_step,
+    skip_task,
+    task_states,
+)
+from rollout.artifacts import ArtifactDir
 from rollout.errors import RolloutError
 
-ROLLBACK_NOT_NEEDED = ("not_needed",)
+# The task that checks the window and the lock budget before anyone is asked to approve.
+PRE_APPROVAL_CHECK = "check_window_and_budget"
 
 
 def staging_tasks() -> list[Any]:
@@ -40,28 +48,67 @@ def staging_tasks() -> list[Any]:
     return [apply_staging(), validate_staging(), capture_db_diff(), run_assignment_tests()]
 
 
+def pre_approval_check_task() -> Any:
+    @task(task_id=PRE_APPROVAL_CHECK)
+    def check_window_and_budget(**context) -> dict:
+        """Nobody is asked to approve a rollout that cannot happen: the predicted production
+        lock (the largest production target's, in a fleet) within the budget, and a window
+        that has not passed and can hold it. Checked again after the approval."""
+        ti = context["ti"]
+        predicted = steps.predict_production_lock(
+            ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
+        )
+        return run_step(steps.check_before_approval, context, predicted, run_started(context))
+
+    return check_window_and_budget()
+
+
 def rollback_staging_task() -> Any:
     @task(trigger_rule="one_failed")
     def rollback_staging(**context) -> dict:
-        """A staging step failed, or the gate was rejected / not answered in time."""
-        run = run_from_context(context)
+        """A staging step failed, or the gate was rejected / not answered in time. Only what
+        this run applied is undone; staging applied by an earlier run stays as it is."""
+        run, refused = run_or_why_not(context)
         states = task_states(context)
+        if run is None:
+            raise skip_task(context, f"nothing to roll back: the run was refused ({refused})")
+        if states.get(PRE_APPROVAL_CHECK) == "failed":
+            raise skip_task(
+                context,
+                "staging kept: production was refused before anyone was asked to approve "
+                "(window or lock budget); trigger again with a window that fits",
+            )
         if (
             states.get("approve_production") == "failed"
             and run.settings.on_reject == "keep_staging"
         ):
-            raise AirflowSkipException("approval not given; on_reject=keep_staging keeps staging")
-        return rollback_or_skip(run, "staging", context)
+            raise skip_task(context, "approval not given; on_reject=keep_staging keeps staging")
+        return rollback_or_skip(run, "staging", context, states.get("apply_staging"))
 
     return rollback_staging()
 
 
-def rollback_or_skip(run: steps.Run, target: str, context: Any) -> dict:
-    """Roll a target back; a target this run never changed is skipped, saying so."""
+def rollback_or_skip(
+    run: steps.Run,
+    target: str,
+    context: Any,
+    apply_state: str | None,
+    folder: ArtifactDir | None = None,
+) -> dict:
+    """Roll back what this run applied to a target. A target whose apply never ran in this run
+    is not even connected to; one its apply left unchanged, or that an earlier run migrated, is
+    left as it is, saying so (notes/<task>.txt) for the summary."""
+    if apply_state not in ("success", "failed"):
+        raise skip_task(
+            context,
+            f"{target}: nothing to roll back: this run never applied it (its apply "
+            f"{apply_state or 'did not run'})",
+            folder,
+        )
     try:
         result = steps.rollback_target(run, target)
     except RolloutError as exc:
-        raise fail_task(context, exc) from exc
-    if result["action"] in ROLLBACK_NOT_NEEDED:
-        raise AirflowSkipException(f"{target}: nothing to roll back (not changed by this run)")
+        raise fail_task(context, exc, folder) from exc
+    if result["action"] != "rolled_back":
+        raise skip_task(context, f"{target}: {result['why']}", folder)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -14,17 +15,31 @@ from rollout.paths import sql_text
 CONNECT_TIMEOUT_S = 5
 
 
-def connect(dsn: str, *, autocommit: bool = True, **overrides: object) -> psycopg.Connection:
+def connect(
+    dsn: str,
+    *,
+    autocommit: bool = True,
+    session_settings: Mapping[str, str] | None = None,
+    **overrides: object,
+) -> psycopg.Connection:
     """Open a connection, or raise TargetUnavailable with a message that says what to check.
 
     Autocommit by default: a step opens its transactions explicitly (`conn.transaction()`),
-    and a read never leaves one open holding locks or an old snapshot.
+    and a read never leaves one open holding locks or an old snapshot. `session_settings` are
+    set for the whole session at connect time (libpq `options`, after any the DSN has).
     """
     params: dict[str, object] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": "rollout",
     }
     params.update(overrides)
+    if session_settings:
+        try:
+            given = conninfo_to_dict(dsn).get("options") or ""
+        except psycopg.ProgrammingError:
+            given = ""
+        extra = " ".join(f"-c {name}={value}" for name, value in session_settings.items())
+        params["options"] = f"{given} {extra}".strip()
     try:
         return psycopg.connect(dsn, autocommit=autocommit, **params)
     except psycopg.OperationalError as exc:

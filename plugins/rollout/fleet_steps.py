@@ -7,11 +7,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from rollout import db, fleet
+from rollout import fleet
 from rollout.artifacts import list_tree
 from rollout.errors import TargetUnavailable
 from rollout.locktime import allocation_rows
-from rollout.steps import Run, ledger_state, preflight_target, write_summary
+from rollout.steps import (
+    Run,
+    hold_lease,
+    ledger_state,
+    preflight_target,
+    release_leases,
+    write_summary,
+)
 
 # The tasks before the first production target: one failing means production was not reached.
 BEFORE_PRODUCTION = (
@@ -39,8 +46,10 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
     staging = preflight_target(run, "staging")
     rows: dict[str, int] = {}
     for conn_id in settings.targets:
+        target = target_run(run, conn_id, dsns[conn_id])
         try:
-            with db.connect(dsns[conn_id], application_name="rollout-preflight") as conn:
+            with target.connect("production", "preflight") as conn:
+                hold_lease(target, conn, "production")  # every target, until the report
                 rows[conn_id] = allocation_rows(conn)
         except TargetUnavailable as exc:
             raise TargetUnavailable(f"production target {conn_id}: {exc}") from None
@@ -147,6 +156,12 @@ def write_fleet_report(
           for r in rows),
     ]  # fmt: skip
     run.artifacts.write_json("fleet-report.json", {"outcome": outcome, "targets": rows})
-    write_summary(run, f"Fleet rollout {run.bundle.version}: {outcome}", outcome, table)
+    release_leases(run, ["staging"])
+    for trun in target_runs:
+        release_leases(trun, ["production"])
+    write_summary(
+        run.artifacts, run.run_id, run.actor, f"Fleet rollout {run.bundle.version}: {outcome}",
+        outcome, table,
+    )  # fmt: skip
     run.say(f"fleet report: {outcome}")
     return {"outcome": outcome, "targets": rows, "counts": counts}

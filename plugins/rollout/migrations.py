@@ -11,16 +11,20 @@ import hashlib
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from rollout.db import require_no_transaction, run_sql_file
-from rollout.errors import BundleError, RollbackRefused
+from rollout.db import run_sql_file
+from rollout.errors import BundleError, RollbackRefused, RolloutError
+from rollout.lock_retries import LockRetries, with_lock_retries
+from rollout.manifest import Manifest, load_manifest
 from rollout.paths import MIGRATIONS_DIR, sql_text
+from rollout.row_effects import RowEffects, read_counters
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
 _WRAPPED = re.compile(r"^\s*BEGIN;\s*$(?P<body>.*)^\s*COMMIT;\s*\Z", re.MULTILINE | re.DOTALL)
@@ -42,6 +46,15 @@ class MigrationBundle:
 
     def check_path(self, name: str) -> Path:
         return self.path / "checks" / f"{name}.sql"
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        return load_manifest(self.path)
+
+    @property
+    def expectations_key(self) -> str:
+        """The folder under expectations/ with this bundle's suites."""
+        return self.manifest.expectations or self.version
 
     @cached_property
     def checksum(self) -> str:
@@ -108,8 +121,34 @@ LOCK_PHASE_MARKER = "-- From here to COMMIT,"
 class ApplyResult:
     version: str
     direction: str
-    seconds: float  # the whole transaction
+    seconds: float  # the whole transaction, from its attempt's start to after COMMIT
     lock_seconds: float  # from the marked lock phase to COMMIT: what other sessions wait for
+    attempts: int = 1
+    effects: RowEffects | None = None  # what the script did to existing rows
+    exported: dict[str, int] = field(default_factory=dict)  # table -> rows exported and dropped
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """What the runner knows inside the script's transaction, before COMMIT (for the ledger)."""
+
+    attempt: int
+    seconds: float
+    lock_seconds: float
+    effects: RowEffects
+    exported: dict[str, int]
+
+
+# Called inside the script's transaction, after it ran and passed its manifest, before COMMIT:
+# the ledger row is written there, in the same transaction as the change.
+BeforeCommit = Callable[[psycopg.Connection, ScriptRun], None]
+# Given each exported table's rows as CSV (with a header) inside the down's transaction, before
+# the drop; it keeps them (an artifact) or raises to stop the down.
+KeepExport = Callable[[str, bytes, int], None]
+
+
+class RowRulesBroken(RolloutError):
+    """The script did to existing rows what its bundle's manifest does not allow; rolled back."""
 
 
 def split_lock_phase(body: str) -> tuple[str, str]:
@@ -118,58 +157,55 @@ def split_lock_phase(body: str) -> tuple[str, str]:
     return ("", body) if at < 0 else (body[:at], body[at:])
 
 
-def _apply(
+def run_script(
     conn: psycopg.Connection,
     bundle: MigrationBundle,
     direction: str,
-    settings: dict[str, str] | None,
-    before_commit: BeforeCommit | None,
+    *,
+    retries: LockRetries | None = None,
+    settings: dict[str, str] | None = None,
+    say: Callable[[str], None] = lambda _message: None,
+    before_commit: BeforeCommit | None = None,
+    keep_export: KeepExport | None = None,
 ) -> ApplyResult:
-    require_no_transaction(conn, f"{direction} of {bundle.version}")
+    """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
+    mechanism (each attempt a transaction of its own); time it and its lock phase.
+
+    Inside the transaction: the tables the manifest says the down drops are exported first
+    (their rows counted, and the count checked again at the drop), the script runs, and what it
+    did to existing rows is compared with its manifest; anything it may not do rolls it all back
+    (RowRulesBroken). The down's own refusal (SQLSTATE RB001) becomes RollbackRefused."""
+    rules = bundle.manifest.rules(direction)
     before_lock, lock_phase = split_lock_phase(bundle.body(direction))
-    started = time.perf_counter()
-    with conn.transaction():
-        for name, value in (settings or {}).items():
-            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+    script = f"{direction}.sql of {bundle.version}"
+    stamps: dict[str, float] = {}
+
+    def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
+        stamps["started"] = time.perf_counter()
+        counters = read_counters(conn)
+        exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
             conn.execute(before_lock.encode())
-        lock_started = time.perf_counter()
+        stamps["lock"] = time.perf_counter()
         conn.execute(lock_phase.encode())
+        effects = RowEffects.between(counters, read_counters(conn))
+        broken = effects.violations(rules, f"{direction}.sql")
+        if broken:
+            raise RowRulesBroken(
+                f"{'; '.join(broken)}, which the bundle's manifest.toml does not allow "
+                f"({direction}: {rules.describe()}). The transaction rolled back: nothing "
+                "changed. Fix the script, or declare the change in the manifest if it is meant"
+            )
+        now = time.perf_counter()
+        done = ScriptRun(number, now - stamps["started"], now - stamps["lock"], effects, exported)
         if before_commit:
-            now = time.perf_counter()
-            before_commit(conn, now - started, now - lock_started)
-    ended = time.perf_counter()  # after COMMIT: the lock is released
-    return ApplyResult(bundle.version, direction, ended - started, ended - lock_started)
+            before_commit(conn, done)
+        return done
 
-
-# Called inside the apply's transaction, after the lock phase, before COMMIT, with the seconds
-# so far and the lock phase's seconds: the ledger row is written there, in the same transaction.
-BeforeCommit = Callable[[psycopg.Connection, float, float], None]
-
-
-def apply_up(
-    conn: psycopg.Connection,
-    bundle: MigrationBundle,
-    *,
-    settings: dict[str, str] | None = None,
-    before_commit: BeforeCommit | None = None,
-) -> ApplyResult:
-    """Run up.sql's body in one transaction on conn; time it and its lock phase.
-
-    `settings` are set for this transaction only (lock_timeout, statement_timeout)."""
-    return _apply(conn, bundle, "up", settings, before_commit)
-
-
-def apply_down(
-    conn: psycopg.Connection,
-    bundle: MigrationBundle,
-    *,
-    settings: dict[str, str] | None = None,
-    before_commit: BeforeCommit | None = None,
-) -> ApplyResult:
-    """Run down.sql's body in one transaction; RollbackRefused when its own check refuses."""
     try:
-        return _apply(conn, bundle, "down", settings, before_commit)
+        done = with_lock_retries(
+            conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings
+        )
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
             diag = exc.diag
@@ -177,6 +213,70 @@ def apply_down(
                 f"{diag.message_primary}. {diag.message_hint or ''}".strip()
             ) from exc
         raise
+    ended = time.perf_counter()  # after COMMIT: the lock is released
+    return ApplyResult(
+        bundle.version, direction, ended - stamps["started"], ended - stamps["lock"],
+        done.attempt, done.effects, done.exported,
+    )  # fmt: skip
+
+
+def _export(
+    conn: psycopg.Connection, tables: tuple[str, ...], keep: KeepExport | None
+) -> dict[str, int]:
+    """Each table the down drops, locked and copied out in the down's own transaction: rows
+    written meanwhile wait for the down, none is dropped unseen. ACCESS EXCLUSIVE at once, the
+    lock the drop takes anyway: asking for less first and upgrading at the drop deadlocks with
+    a writer queued in between."""
+    exported = {}
+    for table in tables:
+        name = sql.Identifier(*table.split("."))
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+            continue  # nothing to export: the down will say what it thinks of that
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(name))
+        copy_sql = sql.SQL("COPY {} TO STDOUT WITH (FORMAT csv, HEADER)").format(name)
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            lines = [bytes(row) for row in copy]  # libpq hands COPY out one row at a time
+        data, copied = b"".join(lines), max(0, len(lines) - 1)  # less the header
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()[0]
+        if copied != rows:
+            raise RolloutError(
+                f"export of {table}: {copied} rows copied but {rows} in the table; the down "
+                "stopped before dropping it (nothing changed)"
+            )
+        if keep:
+            keep(table, data, rows)
+        exported[table] = rows
+    return exported
+
+
+def apply_up(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    *,
+    retries: LockRetries | None = None,
+    settings: dict[str, str] | None = None,
+    before_commit: BeforeCommit | None = None,
+) -> ApplyResult:
+    """up.sql on conn, by itself (no ledger): the tests' and benchmarks' plain apply."""
+    return run_script(
+        conn, bundle, "up", retries=retries, settings=settings, before_commit=before_commit
+    )
+
+
+def apply_down(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    *,
+    retries: LockRetries | None = None,
+    settings: dict[str, str] | None = None,
+    before_commit: BeforeCommit | None = None,
+    keep_export: KeepExport | None = None,
+) -> ApplyResult:
+    """down.sql on conn, by itself (no ledger); RollbackRefused when its own check refuses."""
+    return run_script(
+        conn, bundle, "down", retries=retries, settings=settings, before_commit=before_commit,
+        keep_export=keep_export,
+    )  # fmt: skip
 
 
 def run_check(conn: psycopg.Connection, bundle: MigrationBundle, name: str) -> None:

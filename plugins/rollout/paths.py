@@ -6,7 +6,9 @@ from pathlib import Path
 PROJECT_ROOT = Path(os.environ.get("ROLLOUT_PROJECT_ROOT", Path(__file__).resolve().parents[2]))
 SQL_DIR = PROJECT_ROOT / "sql"
 BASELINE_DIR = SQL_DIR / "baseline"
-MIGRATIONS_DIR = SQL_DIR / "migrations"
+# Bundles: sql/migrations, or another folder (ROLLOUT_MIGRATIONS_DIR: a team's own repository
+# of bundles, or the end-to-end tests' copies).
+MIGRATIONS_DIR = Path(os.environ.get("ROLLOUT_MIGRATIONS_DIR", SQL_DIR / "migrations"))
 SEED_DIR = SQL_DIR / "seed"
 CATALOG_DIR = SQL_DIR / "catalog"
 PROBES_DIR = SQL_DIR / "probes"

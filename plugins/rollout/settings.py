@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from rollout.errors import RolloutError
+from rollout.lock_retries import LockRetries
 from rollout.migrations import MigrationBundle, load_bundle
 from rollout.window import MaintenanceWindow, WindowError
 
@@ -95,6 +96,12 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         {"type": ["null", "array"], "items": {"type": "string"}},
         "Airflow user ids allowed to approve; empty: any user with access.",
     ),
+    "staging_has_writers": (
+        False,
+        {"type": "boolean"},
+        "Applications write to staging during the rollout: its row counts are then not "
+        "compared exactly (the apply's own row effects still are).",
+    ),
     "approval_timeout_h": (
         24.0,
         {"type": "number", "exclusiveMinimum": 0, "maximum": 720},
@@ -119,6 +126,16 @@ class RolloutSettings:
     on_regression: str
     approvers: list[str] = field(default_factory=list)
     approval_timeout_h: float = 24.0
+    staging_has_writers: bool = False
+
+    @property
+    def lock_retries_policy(self) -> LockRetries:
+        """The one lock-retry mechanism's settings for every strong lock this run takes."""
+        return LockRetries(
+            lock_timeout_ms=self.lock_timeout_ms,
+            retries=self.lock_retries,
+            backoff_s=self.retry_backoff_s,
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RolloutSettings:

@@ -8,6 +8,8 @@ on raises a RolloutError whose message says what happened and what to do.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,15 +22,18 @@ import psycopg
 from rollout import db, ledger, probes
 from rollout.artifacts import ArtifactDir, list_tree, publish_tree
 from rollout.assignment import run_assignment_suite
+from rollout.catalog import CatalogCheck
 from rollout.diff import capture_db_diff as write_db_diff
 from rollout.diff import diff_snapshots, save_snapshot
-from rollout.errors import RollbackRefused, RolloutError
+from rollout.errors import RollbackRefused, RolloutError, TargetUnavailable
+from rollout.lock_retries import LockNotGranted
 from rollout.locktime import allocation_rows, predict_lock_seconds
-from rollout.migrations import apply_down, apply_up, list_down_conflicts, run_check
+from rollout.migrations import RowRulesBroken, ScriptRun, list_down_conflicts, run_check, run_script
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
 from rollout.settings import RolloutSettings
-from rollout.validation import row_count_parameters, validate_target
+from rollout.validation import validate_target
+from rollout.worker_watch import WorkerLost, WorkerWatch
 
 Progress = Callable[[str], None]
 TARGETS = ("staging", "production")
@@ -36,6 +41,13 @@ TARGETS = ("staging", "production")
 # STATEMENT_TIMEOUT_FLOOR_S, so a prediction a little low does not abort a healthy apply.
 STATEMENT_TIMEOUT_FACTOR = 3.0
 STATEMENT_TIMEOUT_FLOOR_S = 60.0
+# Every session of a step asks the server to check, this often while a statement runs or waits
+# for a lock, that the step's process is still there: a killed task's session ends within it,
+# and with it its transaction, its locks and the rollout's advisory lock.
+CLIENT_CHECK_INTERVAL = "2s"
+# How long a step waits for the database's rollout lock (another step of the same run, or a
+# killed one's session not yet ended) before it gives up.
+ROLLOUT_LOCK_WAIT_S = 5.0
 
 
 class StepFailed(RolloutError):
@@ -50,6 +62,13 @@ class Run:
     run_id: str
     actor: str | None = None
     progress: Progress = field(default=print)
+    dag_id: str | None = None
+    # Who commits a change (host, pid, task and try): kept in the ledger row.
+    session: dict[str, Any] = field(default_factory=dict)
+    # Whether another run's lease has gone stale (its run ended); None: never assumed.
+    is_stale: ledger.StaleCheck | None = None
+    # Airflow tasks: a step stops without committing when its worker process dies.
+    watch_worker: bool = False
 
     @property
     def bundle(self):
@@ -61,8 +80,38 @@ class Run:
     def folder(self, target: str, *parts: str) -> ArtifactDir:
         return self.artifacts.subdir("/".join((target, *parts)))
 
+    def dsn(self, target: str) -> str:
+        """The target's DSN, or TargetUnavailable saying why there is none (a connection that
+        is not defined: the run still reports and rolls back what it can)."""
+        dsn = self.dsns.get(target)
+        if dsn is None:
+            raise TargetUnavailable(f"{target}: this run has no connection for it")
+        if type(dsn) is not str:  # an unresolved connection carries its reason, not a DSN
+            raise TargetUnavailable(str(dsn))
+        return dsn
+
     def connect(self, target: str, purpose: str) -> psycopg.Connection:
-        return db.connect(self.dsns[target], application_name=f"rollout-{purpose}")
+        return db.connect(
+            self.dsn(target),
+            application_name=session_name(purpose, self.run_id),
+            session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
+        )
+
+    def conn_id(self, target: str) -> str:
+        s = self.settings
+        return {"staging": s.staging_conn_id, "production": s.production_conn_id}.get(
+            target, target
+        )
+
+
+def session_name(purpose: str, run_id: str) -> str:
+    """application_name of a step's session: what it does, its process and its run, so a person
+    reading pg_stat_activity knows whose it is (PostgreSQL keeps 63 bytes)."""
+    return f"rollout-{purpose} p{os.getpid()} {run_id}"[:63]
+
+
+def default_session() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def _read_json(artifacts: ArtifactDir, name: str) -> Any:
@@ -100,7 +149,8 @@ def preflight_target(run: Run, target: str) -> dict[str, Any]:
     break, nobody else rolling out there; its row counts and (not yet applied) schema kept."""
     bundle = run.bundle
     with run.connect(target, "preflight") as conn:
-        ledger.take_rollout_lock(conn, target)  # released when this session ends
+        ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)  # until this session ends
+        hold_lease(run, conn, target)  # until the run's report
         state = ledger.version_state(conn, bundle.version)
         ledger.require_matching_checksum(state, bundle)
         problems = ledger.compatibility_problems(conn)
@@ -120,89 +170,108 @@ def preflight_target(run: Run, target: str) -> dict[str, Any]:
         run.say(f"preflight: {target}: {state.describe()}; {rows:,} allocations")
         return {
             "applied": state.applied,
+            "applied_by": state.run_id if state.applied else None,
             "state": state.describe(),
             "allocation_rows": rows,
             "server_version": db.server_version(conn),
         }
 
 
+def hold_lease(run: Run, conn: psycopg.Connection, target: str) -> ledger.Lease:
+    """This run holds the target (taken at preflight, kept by each step, released by the
+    report); another run holding it refuses the step, naming that run."""
+    return ledger.take_lease(
+        conn, run_id=run.run_id, dag_id=run.dag_id, target=f"{target} ({run.conn_id(target)})",
+        actor=run.actor, is_stale=run.is_stale, say=run.say,
+    )  # fmt: skip
+
+
+def release_leases(run: Run, targets: tuple[str, ...] | list[str] = TARGETS) -> list[str]:
+    """The report's last act: give back every target this run holds; what could not be
+    reached is said, never raised (a lease left behind is named by the next run)."""
+    released = []
+    for target in targets:
+        try:
+            with run.connect(target, "report") as conn:
+                if ledger.release_lease(conn, run.run_id):
+                    released.append(target)
+        except RolloutError as exc:
+            run.say(f"{target}: lease not released ({exc})")
+    return released
+
+
 # --- apply ---------------------------------------------------------------------------------
 
 
 def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = None) -> dict:
-    """The up under lock_timeout with bounded retries; the ledger row in its transaction.
+    """The up under the lock-retry mechanism; the ledger row in its transaction.
 
-    A re-run after success is a no-op that says so. A failure leaves the target unchanged (the
-    transaction rolled back) and is recorded in the ledger."""
+    A re-run after success is a no-op that says so. The up runs only as the bundle the ledger
+    would record; what it does to existing rows is checked against its manifest before COMMIT.
+    A failure leaves the target unchanged (the transaction rolled back) and is recorded."""
     bundle, s = run.bundle, run.settings
-    with run.connect(target, "apply") as conn:
-        ledger.take_rollout_lock(conn, target)
+    with run.connect(target, "apply") as conn, WorkerWatch(conn, enabled=run.watch_worker) as watch:
+        ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)
+        hold_lease(run, conn, target)
         ledger.ensure_ledger(conn)
         state = ledger.version_state(conn, bundle.version)
         ledger.require_matching_checksum(state, bundle)
         if state.applied:
             run.say(f"apply {target}: nothing to do, {state.describe()}")
-            return {"noop": True, "state": state.describe(), "lock_seconds": state.lock_s}
+            return {"noop": True, "state": state.describe(), "lock_seconds": state.lock_s,
+                    "applied_by": state.run_id}  # fmt: skip
         rows = allocation_rows(conn)
-        settings = {"lock_timeout": f"{s.lock_timeout_ms}ms"}
+        retries = s.lock_retries_policy
+        settings = {}
         if statement_timeout_s:
             settings["statement_timeout"] = f"{int(statement_timeout_s * 1000)}ms"
         started_at = dt.datetime.now(dt.UTC)
-        attempts = s.lock_retries + 1
-        for attempt in range(1, attempts + 1):
-            run.say(
-                f"apply {target}: attempt {attempt}/{attempts}, lock_timeout {s.lock_timeout_ms} ms"
-                + (
-                    f", statement_timeout {statement_timeout_s:.0f} s"
-                    if statement_timeout_s
-                    else ""
-                )
-                + f", {rows:,} allocations"
-            )
-            try:
-                result = apply_up(
-                    conn,
-                    bundle,
-                    settings=settings,
-                    before_commit=lambda c, secs, lock_s, attempt=attempt: ledger.record(
-                        c, bundle, direction="up", outcome="applied", run_id=run.run_id,
-                        actor=run.actor, started_at=started_at, duration_s=secs, lock_s=lock_s,
-                        detail=f"attempt {attempt} of {attempts}, {rows} allocations",
-                    ),
-                )  # fmt: skip
-                break
-            except psycopg.errors.LockNotAvailable:
-                if attempt == attempts:
-                    _record_outcome(
-                        run, conn, "up", "failed", f"lock not granted in {attempts} attempts",
-                        started_at,
-                    )  # fmt: skip
-                    raise StepFailed(
-                        f"apply {target}: the lock on allocations was not granted within "
-                        f"{s.lock_timeout_ms} ms in {attempts} attempts (the application holds it); "
-                        f"{target} is unchanged. Retry in a quieter moment or raise lock_retries"
-                    ) from None
-                wait = s.retry_backoff_s * 2 ** (attempt - 1)
-                run.say(
-                    f"apply {target}: lock not granted; the transaction rolled back; retry in {wait:g} s"
-                )
-                time.sleep(wait)
-            except psycopg.Error as exc:
+        run.say(f"apply {target}: {rows:,} allocations; {retries.describe()}")
+
+        def record(c: psycopg.Connection, done: ScriptRun) -> None:
+            watch.check()  # a task its worker lost never commits
+            ledger.record(
+                c, bundle, direction="up", outcome="applied", run_id=run.run_id,
+                actor=run.actor, started_at=started_at, duration_s=done.seconds,
+                lock_s=done.lock_seconds, row_effects=done.effects.to_json(),
+                session=run.session,
+                detail=f"attempt {done.attempt} of {retries.attempts}, {rows} allocations; "
+                f"rows: {done.effects.describe()}",
+            )  # fmt: skip
+
+        try:
+            result = run_script(
+                conn, bundle, "up", retries=retries, settings=settings, before_commit=record,
+                say=lambda message: run.say(f"apply {target}: {message}"),
+            )  # fmt: skip
+        except LockNotGranted as exc:
+            why = f"lock not granted in {retries.attempts} attempts of {retries.lock_timeout_ms} ms"
+            _record_outcome(run, conn, "up", "failed", why, started_at)
+            raise StepFailed(f"apply {target}: {exc}") from None
+        except RowRulesBroken as exc:
+            _record_outcome(run, conn, "up", "refused", str(exc), started_at)
+            raise StepFailed(f"apply {target}: {exc}") from None
+        except (WorkerLost, psycopg.Error) as exc:
+            if watch.lost.is_set() or isinstance(exc, WorkerLost):
+                reason = "the task's worker died; stopped without committing"
+            else:
                 reason = str(exc).strip().splitlines()[0]
-                _record_outcome(run, conn, "up", "failed", reason, started_at)
-                raise StepFailed(
-                    f"apply {target}: {reason}. The transaction rolled back: {target} is unchanged"
-                ) from exc
+            _record_outcome(run, conn, "up", "failed", reason, started_at)
+            raise StepFailed(
+                f"apply {target}: {reason}. The transaction rolled back: {target} is unchanged"
+            ) from exc
         run_check(conn, bundle, "verify_up")
     run.say(
-        f"apply {target}: applied in {result.seconds:.1f} s; allocations locked {result.lock_seconds:.2f} s"
+        f"apply {target}: applied in {result.seconds:.1f} s; allocations locked "
+        f"{result.lock_seconds:.2f} s; rows: {result.effects.describe()}"
     )
     return {
         "noop": False,
         "seconds": round(result.seconds, 3),
         "lock_seconds": round(result.lock_seconds, 3),
         "allocation_rows": rows,
-        "attempts": attempt,
+        "attempts": result.attempts,
+        "row_effects": result.effects.describe(),
     }
 
 
@@ -219,6 +288,7 @@ def _record_outcome(
         ledger.record(
             conn, run.bundle, direction=direction, outcome=outcome, run_id=run.run_id,
             actor=run.actor, started_at=started_at or dt.datetime.now(dt.UTC), detail=detail,
+            session=run.session,
         )  # fmt: skip
 
 
@@ -249,16 +319,28 @@ def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int
 
 
 def validate(run: Run, target: str) -> dict:
+    """The bundle's suites and catalog checks on the target, and "nothing lost": what the
+    apply did to existing rows (counted in its own transaction, kept in the ledger) against
+    the manifest, everywhere; exact row counts too where nobody writes (staging, unless
+    staging_has_writers). On a live production, counts taken before the apply prove nothing."""
     folder = run.folder(target, "validation")
     before = run.folder(target, "before")
+    quiet = target == "staging" and not run.settings.staging_has_writers
     counts = (
-        _read_json(before, "row-counts.json") if before.path("row-counts.json").exists() else {}
+        _read_json(before, "row-counts.json")
+        if quiet and before.path("row-counts.json").exists()
+        else None
     )
-    run.say(f"validate {target}: Great Expectations suite and catalog checks")
+    run.say(
+        f"validate {target}: Great Expectations suite, catalog checks, the apply's row effects"
+        + (", exact row counts (nobody writes there)" if counts else "")
+    )
     started = time.perf_counter()
+    with run.connect(target, "validate") as conn:
+        rows_check = row_effects_check(conn, run.bundle)
     report = validate_target(
-        run.dsns[target], run.bundle.version, "post_migration", folder,
-        row_count_parameters(counts) if counts else None, target=target,
+        run.dsn(target), run.bundle.expectations_key, "post_migration", folder, target=target,
+        row_counts=counts, extra_checks=[rows_check],
     )  # fmt: skip
     gx = report.gx
     run.say(
@@ -270,6 +352,8 @@ def validate(run: Run, target: str) -> dict:
         "success": report.success,
         "expectations": f"{gx.successful}/{gx.evaluated}",
         "catalog": f"{sum(c.passed for c in report.catalog)}/{len(report.catalog)}",
+        "row_effects": rows_check.detail,
+        "exact_row_counts": bool(counts),
         "failures": report.failures,
     }
     if not report.success:
@@ -279,6 +363,27 @@ def validate(run: Run, target: str) -> dict:
             + f" (see {target}/validation/validation-report.md)"
         )
     return summary
+
+
+def row_effects_check(conn: psycopg.Connection, bundle: Any) -> CatalogCheck:
+    """What the applied up did to existing rows (its ledger row) against the manifest."""
+    from rollout.row_effects import RowEffects
+
+    applied = [
+        row
+        for row in ledger.history(conn)
+        if row["version"] == bundle.version and row["outcome"] == "applied"
+    ]
+    name = "rows: the apply changed only what manifest.toml allows"
+    if not applied:
+        return CatalogCheck(
+            name, False, "no applied up in the ledger: applied outside the rollout?"
+        )
+    effects = RowEffects.from_json(applied[-1]["row_effects"])
+    if effects is None:
+        return CatalogCheck(name, False, "the ledger row has no row counts (an older apply)")
+    broken = effects.violations(bundle.manifest.rules("up"), "up.sql")
+    return CatalogCheck(name, not broken, "; ".join(broken) or effects.describe())
 
 
 def capture_db_diff(run: Run) -> dict:
@@ -313,7 +418,7 @@ def capture_db_diff(run: Run) -> dict:
 def run_assignment_tests(run: Run) -> dict:
     run.say("assignment tests against staging (a synthetic tenant, removed after)")
     with tempfile.TemporaryDirectory(prefix="rollout-assignment-") as local:
-        result = run_assignment_suite(run.dsns["staging"], Path(local))
+        result = run_assignment_suite(run.dsn("staging"), Path(local))
         publish_tree(Path(local), run.folder("staging", "assignment"))
     run.say(f"assignment tests: {result.line()} in {result.seconds:.1f} s")
     summary = {
@@ -377,6 +482,22 @@ def _fleet_lines(pre: dict[str, Any]) -> list[str]:
 # --- the window and the lock budget --------------------------------------------------------
 
 
+def check_before_approval(
+    run: Run, predicted_lock_s: float, run_started: dt.datetime, now: dt.datetime | None = None
+) -> dict:
+    """Ask the approver only about a rollout that can happen: a lock over the budget, a window
+    that has passed or can never hold the lock refuse it before anyone is asked (the window
+    is checked again after the approval, before the apply)."""
+    decision = check_window(run, predicted_lock_s, run_started, now)
+    if decision.action == "refuse":
+        raise StepFailed(
+            f"{decision.reason}: nobody is asked to approve a rollout that cannot happen. "
+            "Production untouched, staging kept; trigger again with a window that fits"
+        )
+    run.say(f"before the approval: predicted lock {predicted_lock_s:.1f} s; {decision.reason}")
+    return {"predicted_lock_s": round(predicted_lock_s, 3), "window": decision.reason}
+
+
 def check_window(
     run: Run, predicted_lock_s: float, run_started: dt.datetime, now: dt.datetime | None = None
 ):
@@ -394,7 +515,7 @@ def check_window(
 
 def baseline_production_perf(run: Run) -> dict:
     snapshot = probes.baseline(
-        run.dsns["production"], run.folder("production", "perf"), progress=run.say
+        run.dsn("production"), run.folder("production", "perf"), progress=run.say
     )
     return {name: round(s.p50_ms, 3) for name, s in snapshot.stats.items()}
 
@@ -405,7 +526,7 @@ def monitor_production_perf(run: Run) -> dict:
     s = run.settings
     run.say(f"monitoring production for {s.monitor_period_s} s against the baseline")
     comparison = probes.monitor(
-        run.dsns["production"], before, s.monitor_period_s, s.regression_threshold, folder,
+        run.dsn("production"), before, s.monitor_period_s, s.regression_threshold, folder,
         progress=run.say,
     )  # fmt: skip
     run.say(f"monitoring: {comparison.line()}")
@@ -419,26 +540,38 @@ def monitor_production_perf(run: Run) -> dict:
 # --- rollback --------------------------------------------------------------------------------
 
 
-def rollback_target(run: Run, target: str) -> dict:
+def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> dict:
     """down.sql, after its own refusal check, verified against the "before" snapshot.
 
-    Nothing applied by this tool (the apply's transaction rolled back) → nothing to undo. Rows
-    that would break the restored constraint → refused, with the conflict report; nothing is
-    deleted or edited to make a rollback pass."""
-    from rollout.diff import load_snapshot_text
-
+    A rollback undoes only what its own run applied (`applied_by` names another run, for a
+    person rolling back deliberately from the CLI), and only with the bundle exactly as it was
+    applied: a bundle edited since is never executed. A target this run never changed is left
+    as it is, and nothing is created there. Rows that would break the restored constraint →
+    refused, with the conflict report; nothing is deleted or edited to make a rollback pass."""
     bundle = run.bundle
+    owner = applied_by or run.run_id
     folder = run.folder(target, "rollback")
     with run.connect(target, "rollback") as conn:
-        ledger.take_rollout_lock(conn, target)
-        ledger.ensure_ledger(conn)
+        if not ledger.has_ledger(conn):
+            run.say(f"rollback {target}: not needed, nothing was ever applied here by this tool")
+            return {"action": "not_needed", "why": "nothing was ever applied here"}
+        ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)
         state = ledger.version_state(conn, bundle.version)
         if not state.applied:
-            run_check(conn, bundle, "verify_down")
-            run.say(
-                f"rollback {target}: not needed, {state.describe()} (its transaction rolled back)"
+            run.say(f"rollback {target}: not needed, {state.describe()}")
+            return {"action": "not_needed", "why": state.describe()}
+        if state.run_id != owner:
+            why = f"{bundle.version} was applied by run {state.run_id}, not by {owner}: left as is"
+            run.say(f"rollback {target}: {why}")
+            return {"action": "not_owned", "applied_by": state.run_id, "why": why}
+        if state.checksum != bundle.checksum:
+            raise ledger.ChecksumMismatch(
+                f"rollback {target} refused: the bundle {bundle.path.name} on disk (checksum "
+                f"{bundle.checksum[:12]}) is not the one applied ({(state.checksum or '')[:12]}); "
+                "an edited down.sql is never executed. Restore the bundle as it was applied from "
+                f"version control, then roll back. {target} is unchanged"
             )
-            return {"action": "not_needed"}
+        hold_lease(run, conn, target)
         conflicts = list_down_conflicts(conn, bundle)
         if conflicts:
             folder.write_json("down-conflicts.json", conflicts)
@@ -450,23 +583,43 @@ def rollback_target(run: Run, target: str) -> dict:
                 f"the restored constraint (listed in {target}/rollback/down-conflicts.json); "
                 "nothing was deleted. Resolve them with the application's owners, then roll back"
             )
-        _export_confirmation_cache(conn, folder)
+        retries = run.settings.lock_retries_policy
         started_at = dt.datetime.now(dt.UTC)
+
+        def keep_export(table: str, data: bytes, rows: int) -> None:
+            folder.write_bytes(f"{table.split('.')[-1]}.csv", data)
+            run.say(f"rollback {target}: {rows:,} rows of {table} exported before the drop")
+
+        def record(c: psycopg.Connection, done: ScriptRun) -> None:
+            exported = ", ".join(f"{n} rows of {t} exported" for t, n in done.exported.items())
+            ledger.record(
+                c, bundle, direction="down", outcome="rolled_back", run_id=run.run_id,
+                actor=run.actor, started_at=started_at, duration_s=done.seconds,
+                lock_s=done.lock_seconds, row_effects=done.effects.to_json(),
+                session=run.session,
+                detail="; ".join(filter(None, [
+                    f"attempt {done.attempt} of {retries.attempts}",
+                    f"on behalf of run {owner}" if owner != run.run_id else "", exported,
+                ])),
+            )  # fmt: skip
+
         try:
-            result = apply_down(
-                conn, bundle,
-                before_commit=lambda c, secs, lock_s: ledger.record(
-                    c, bundle, direction="down", outcome="rolled_back", run_id=run.run_id,
-                    actor=run.actor, started_at=started_at, duration_s=secs, lock_s=lock_s,
-                ),
+            result = run_script(
+                conn, bundle, "down", retries=retries, before_commit=record,
+                keep_export=keep_export, say=lambda message: run.say(f"rollback {target}: {message}"),
             )  # fmt: skip
         except RollbackRefused as exc:
             _record_outcome(run, conn, "down", "refused", str(exc), started_at)
             raise
+        except (LockNotGranted, RowRulesBroken) as exc:
+            _record_outcome(run, conn, "down", "failed", str(exc).splitlines()[0], started_at)
+            raise StepFailed(f"rollback {target}: {exc}") from None
         run_check(conn, bundle, "verify_down")
         after = snapshot_schema(conn)
     before_path = run.folder(target, "before").path("schema.json")
     if before_path.exists():
+        from rollout.diff import load_snapshot_text
+
         before = load_snapshot_text(before_path.read_text())
         diff = diff_snapshots(before, after)
         folder.write_text("db-diff-after-rollback.txt", diff.render("before", "after rollback"))
@@ -478,41 +631,93 @@ def rollback_target(run: Run, target: str) -> dict:
     run.say(
         f"rollback {target}: rolled back in {result.seconds:.1f} s; schema equals the before snapshot"
     )
-    return {"action": "rolled_back", "seconds": round(result.seconds, 3)}
-
-
-def _export_confirmation_cache(conn: psycopg.Connection, folder: ArtifactDir) -> None:
-    """down.sql drops booking_confirmation_results: keep its rows as an artifact first."""
-    copy_sql = "COPY public.booking_confirmation_results TO STDOUT WITH (FORMAT csv, HEADER)"
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
-    folder.write_bytes("booking_confirmation_results.csv", data)
+    return {
+        "action": "rolled_back",
+        "seconds": round(result.seconds, 3),
+        "lock_seconds": round(result.lock_seconds, 3),
+        "exported": result.exported,
+    }
 
 
 # --- report ----------------------------------------------------------------------------------
 
 
 def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dict:
-    """summary.md and summary.html: the outcome, each task's state, every artifact."""
+    """summary.md and summary.html: the outcome, where each target stands and who changed it,
+    who answered the approval, each task's state and why, every artifact."""
     outcome = run_outcome(states)
     table = ["| task | state | notes |", "|---|---|---|"]
     for task, state in states.items():
-        failure = run.artifacts.path(f"failures/{task}.txt")
-        note = failure.read_text().strip() if failure.exists() else facts.get(task)
-        table.append(f"| {task} | {state} | {_note(note)} |")
-    files = write_summary(run, f"Rollout {run.bundle.version}: {outcome}", outcome, table)
+        table.append(
+            f"| {task} | {state} | {_note(task_note(run.artifacts, task) or facts.get(task))} |"
+        )
+    targets = {
+        target: target_story(run, target, states.get(f"apply_{target}")) for target in TARGETS
+    }
+    head = [f"- **{target}**: {story}" for target, story in targets.items()]
+    approval = approval_record(run.artifacts)
+    if approval:
+        head.append(f"- **Approval**: {approval}")
+    files = write_summary(
+        run.artifacts, run.run_id, run.actor, f"Rollout {run.bundle.version}: {outcome}",
+        outcome, [*head, "", *table],
+    )  # fmt: skip
     run.say(f"report: {outcome}; {len(files)} artifacts")
-    return {"outcome": outcome, "artifacts": files}
+    return {"outcome": outcome, "artifacts": files, "targets": targets}
 
 
-def write_summary(run: Run, title: str, outcome: str, table: list[str]) -> list[str]:
+def task_note(artifacts: ArtifactDir, task: str) -> str | None:
+    """What a task left to say: why it failed (failures/<task>.txt) or why it did nothing
+    (notes/<task>.txt, e.g. a rollback that left another run's work in place)."""
+    for folder in ("failures", "notes"):
+        path = artifacts.path(f"{folder}/{task}.txt")
+        if path.exists():
+            return path.read_text().strip()
+    return None
+
+
+def approval_record(artifacts: ArtifactDir) -> str | None:
+    """Who answered the production gate, what and when (approval.json, written by the gate)."""
+    path = artifacts.path("approval.json")
+    if not path.exists():
+        return None
+    import json
+
+    answer = json.loads(path.read_text())
+    if answer.get("answer") == "timed out":
+        return f"not answered before the deadline ({answer.get('at', '?')}): counted as a rejection"
+    by = answer.get("by") or "an unknown user"
+    return f"{answer.get('answer', '?')} by {by} at {answer.get('at', '?')}"
+
+
+def write_refused_report(
+    artifacts: ArtifactDir, run_id: str, actor: str | None, why: str, states: dict[str, str]
+) -> dict:
+    """The summary of a run whose parameters were refused: it touched nothing; why, and each
+    task's state (the report never crashes, whatever the run was given)."""
+    outcome = "refused before any change: its parameters cannot be used"
+    table = [f"- **Why**: {why}", "- **Targets**: untouched", "", "| task | state | notes |",
+             "|---|---|---|"]  # fmt: skip
+    table += [f"| {t} | {s} | {_note(task_note(artifacts, t))} |" for t, s in states.items()]
+    files = write_summary(artifacts, run_id, actor, f"Rollout: {outcome}", outcome, table)
+    return {"outcome": outcome, "artifacts": files, "targets": {}}
+
+
+def write_summary(
+    artifacts: ArtifactDir,
+    run_id: str,
+    actor: str | None,
+    title: str,
+    outcome: str,
+    table: list[str],
+) -> list[str]:
     """summary.md and summary.html of a run: the title, who ran it, a table, every artifact;
     returns the artifacts listed."""
-    files = [f for f in list_tree(run.artifacts.root) if not f.startswith("summary.")]
+    files = [f for f in list_tree(artifacts.root) if not f.startswith("summary.")]
     lines = [
         f"# {title}",
         "",
-        f"Run `{run.run_id}`" + (f", triggered by {run.actor}" if run.actor else "") + ".",
+        f"Run `{run_id}`" + (f", triggered by {actor}" if actor else "") + ".",
         "",
         *table,
         "",
@@ -522,28 +727,56 @@ def write_summary(run: Run, title: str, outcome: str, table: list[str]) -> list[
         "",
     ]
     markdown = "\n".join(lines)
-    run.artifacts.write_text("summary.md", markdown)
-    run.artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
+    artifacts.write_text("summary.md", markdown)
+    artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
     return files
 
 
 def target_states(run: Run) -> dict[str, str]:
-    """Each target's state for this version, from its ledger: applied, rolled back, not
-    applied (or why it could not be read)."""
-    return {target: ledger_state(run, target) for target in TARGETS}
+    """Each target's state for this version, from its ledger, and whose work it is."""
+    return {target: target_story(run, target) for target in TARGETS}
 
 
 def ledger_state(run: Run, target: str) -> str:
     """applied, rolled back or not applied, as the target's ledger has this version (or why it
     could not be read)."""
-    try:
-        with run.connect(target, "report") as conn:
-            state = ledger.version_state(conn, run.bundle.version)
-    except RolloutError as exc:
-        return f"unknown ({exc})"
+    state = _read_state(run, target)
+    if isinstance(state, str):
+        return state
     if state.applied:
         return "applied"
     return "rolled back" if state.at is not None else "not applied"
+
+
+def _read_state(run: Run, target: str) -> ledger.VersionState | str:
+    try:
+        with run.connect(target, "report") as conn:
+            return ledger.version_state(conn, run.bundle.version)
+    except RolloutError as exc:
+        return f"unknown ({exc})"
+
+
+def target_story(run: Run, target: str, apply_state: str | None = None) -> str:
+    """Where a target stands and whose work that is: applied by this run, applied by an
+    earlier run and left as is, rolled back by this run, not applied. `apply_state` is
+    Airflow's state of this run's apply task there, to name an apply that committed after
+    Airflow had given the task up (its worker was lost)."""
+    state = _read_state(run, target)
+    if isinstance(state, str):
+        return state
+    if state.at is None:
+        return "not applied"
+    mine = state.run_id == run.run_id
+    if state.applied:
+        if not mine:
+            return f"applied by run {state.run_id}, left as is"
+        if apply_state == "failed":
+            return (
+                "applied by this run, although Airflow marked its apply task failed (the task "
+                "outlived its worker and committed)"
+            )
+        return "applied by this run"
+    return "rolled back by this run" if mine else f"not applied (rolled back by run {state.run_id})"
 
 
 def headline_artifacts(files: list[str]) -> list[str]:
@@ -561,7 +794,7 @@ def run_outcome(states: dict[str, str]) -> str:
         rolled = (
             "staging rolled back"
             if states.get("rollback_staging") == "success"
-            else ("staging left applied")
+            else ("staging left as it was")
         )
         return f"not approved (rejected or timed out); production untouched, {rolled}"
     if states.get("rollback_staging") == "success":

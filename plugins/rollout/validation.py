@@ -51,9 +51,20 @@ class ValidationSummary:
         return f"{self.suite}: {self.successful}/{self.evaluated} expectations met, {verdict}"
 
 
-def row_count_parameters(counts: dict[str, int]) -> dict[str, int]:
-    """Suite parameters `row_count_<table>` from the row counts taken before the apply."""
-    return {f"row_count_{table}": n for table, n in counts.items()}
+def row_count_expectations(counts: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """Exact row counts as expectations, per table: "nothing lost" where nobody writes (staging,
+    the demo). On a live production the application's writes make counts taken before the apply
+    meaningless; there the apply's own transaction counts what the migration did."""
+    return {
+        table: [
+            {
+                "type": "expect_table_row_count_to_equal",
+                "kwargs": {"value": n},
+                "description": f"{table} has as many rows as before the apply",
+            }
+        ]
+        for table, n in counts.items()
+    }
 
 
 def suite_path(version: str, suite: str) -> Path:
@@ -106,9 +117,14 @@ def run_suite(
     path: Path,
     artifacts: ArtifactDir | Path | str,
     parameters: dict[str, Any] | None = None,
+    *,
+    row_counts: dict[str, int] | None = None,
 ) -> ValidationSummary:
-    """Validate the target against one suite file; write Data Docs and a summary JSON."""
+    """Validate the target against one suite file (plus, with `row_counts`, an exact row count
+    per table); write Data Docs and a summary JSON."""
     spec = load_suite(path)
+    for table, expectations in row_count_expectations(row_counts or {}).items():
+        spec["tables"][table] = [*spec["tables"].get(table, []), *expectations]
     parameters = dict(parameters or {})
     missing = [p for p in spec.get("parameters", []) if p not in parameters]
     if missing:
@@ -280,18 +296,20 @@ def validate_target(
     parameters: dict[str, Any] | None = None,
     *,
     target: str = "target",
+    row_counts: dict[str, int] | None = None,
+    extra_checks: list[CatalogCheck] | None = None,
 ) -> ValidationReport:
-    """The GX suite of the phase plus, where the bundle has one, its catalog checks; one
-    report (validation-report.md) with both."""
+    """The GX suite of the phase plus, where the bundle has one, its catalog checks, and any
+    checks the caller made (the apply's own row effects); one report (validation-report.md)."""
     from rollout.db import connect
 
     out = as_artifact_dir(artifacts)
-    gx_summary = run_suite(dsn, suite_path(version, phase), out, parameters)
+    gx_summary = run_suite(dsn, suite_path(version, phase), out, parameters, row_counts=row_counts)
     catalog_spec = EXPECTATIONS_DIR / version / f"catalog_{phase}.json"
-    catalog: list[CatalogCheck] = []
+    catalog: list[CatalogCheck] = list(extra_checks or [])
     if catalog_spec.is_file():
         with connect(dsn) as conn:
-            catalog = run_catalog_checks(conn, catalog_spec)
+            catalog += run_catalog_checks(conn, catalog_spec)
     report = ValidationReport(phase, gx_summary, catalog)
     out.write_text("validation-report.md", report.markdown(target))
     out.write_json(

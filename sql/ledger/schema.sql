@@ -17,6 +17,25 @@ CREATE TABLE IF NOT EXISTS rollout.ledger (
     lock_s        numeric(12, 3),
     detail        text
 );
+-- Added after the first release: ledgers made before gain them here.
+-- row_effects: what the script did to existing rows, counted in its own transaction.
+-- session: which process committed it (host, pid, Airflow task and try), so a task that
+-- outlived its worker can be recognised.
+ALTER TABLE rollout.ledger
+    ADD COLUMN IF NOT EXISTS row_effects jsonb,
+    ADD COLUMN IF NOT EXISTS session jsonb;
+
+-- The lease: one rollout run at a time on this database, across DAGs and the CLI, for the
+-- whole run (taken at preflight, released by the run's report). One row or none.
+CREATE TABLE IF NOT EXISTS rollout.lease (
+    held          boolean PRIMARY KEY DEFAULT true CHECK (held),
+    run_id        text NOT NULL,
+    dag_id        text,
+    target        text,
+    actor         text,
+    taken_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 
 REVOKE ALL ON SCHEMA rollout FROM PUBLIC;
 REVOKE ALL ON rollout.ledger FROM PUBLIC;
+REVOKE ALL ON rollout.lease FROM PUBLIC;

@@ -13,7 +13,7 @@ from rollout.settings import PARAM_SCHEMA
 
 STORY = [
     "preflight", "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
-    "approve_production", "wait_for_window", "baseline_production_perf", "apply_production",
+    "check_window_and_budget", "approve_production", "wait_for_window", "baseline_production_perf", "apply_production",
     "validate_production", "monitor_production_perf",
 ]  # fmt: skip
 
@@ -36,10 +36,11 @@ def test_the_story_runs_in_order(dag):
 def test_rollbacks_and_report_run_when_they_must(dag):
     staging = dag.get_task("rollback_staging")
     assert staging.trigger_rule == "one_failed"
-    assert staging.upstream_task_ids == set(STORY[1:6])  # staging steps and the gate
+    # staging steps and the gate (a refused window check leaves staging as applied)
+    assert staging.upstream_task_ids == set(STORY[1:5]) | {"approve_production"}
     production = dag.get_task("rollback_production")
     assert production.trigger_rule == "one_failed"
-    assert production.upstream_task_ids == set(STORY[8:])
+    assert production.upstream_task_ids == set(STORY[9:])
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
     assert report.upstream_task_ids == set(STORY) | {"rollback_staging", "rollback_production"}

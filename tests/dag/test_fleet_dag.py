@@ -13,7 +13,7 @@ from rollout.paths import PROJECT_ROOT
 
 STAGING = [
     "preflight", "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
-    "approve_production",
+    "check_window_and_budget", "approve_production",
 ]  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def test_rollbacks_and_report_run_when_they_must(dag):
     assert target_task_id(MAX_WAVES - 1, "monitor") in rollback.upstream_task_ids
     staging = dag.get_task("rollback_staging")
     assert staging.trigger_rule == "one_failed"
-    assert staging.upstream_task_ids == set(STAGING[1:])
+    assert staging.upstream_task_ids == set(STAGING[1:]) - {"check_window_and_budget"}
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
     assert {"rollback_target", "rollback_staging", target_task_id(0, "monitor")} <= (

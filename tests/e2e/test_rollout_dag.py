@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 STORY = [
     "preflight", "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
-    "approve_production", "wait_for_window", "baseline_production_perf", "apply_production",
+    "check_window_and_budget", "approve_production", "wait_for_window", "baseline_production_perf", "apply_production",
     "validate_production", "monitor_production_perf",
 ]  # fmt: skip
 

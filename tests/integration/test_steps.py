@@ -107,7 +107,7 @@ def test_lock_contention_beyond_the_retries_fails_cleanly(targets, tmp_path):
     assert row["outcome"] == "failed" and "3 attempts" in row["detail"]
 
     # The apply's transaction rolled back: the rollback notices and does nothing.
-    assert steps.rollback_target(run, "production") == {"action": "not_needed"}
+    assert steps.rollback_target(run, "production")["action"] == "not_needed"
 
 
 def test_rollback_restores_the_before_schema_and_keeps_the_cache_rows(targets, tmp_path):

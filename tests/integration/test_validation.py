@@ -15,7 +15,6 @@ from rollout.migrations import apply_up, load_bundle
 from rollout.seed import seed_database, table_row_counts
 from rollout.validation import (
     EXPECTATIONS_DIR,
-    row_count_parameters,
     run_suite,
     sqlalchemy_url,
     suite_path,
@@ -35,7 +34,7 @@ def seeded_dsn(make_database) -> str:
 
 def counts_before(dsn: str) -> dict[str, int]:
     with db.connect(dsn) as conn:
-        return row_count_parameters(table_row_counts(conn))
+        return table_row_counts(conn)
 
 
 def test_pre_then_post_migration_suites_pass_on_good_data(seeded_dsn, tmp_path):
@@ -47,7 +46,9 @@ def test_pre_then_post_migration_suites_pass_on_good_data(seeded_dsn, tmp_path):
     counts = counts_before(seeded_dsn)
     with db.connect(seeded_dsn) as conn:
         apply_up(conn, load_bundle(VERSION))
-    post = run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path / "post", counts)
+    post = run_suite(
+        seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path / "post", row_counts=counts
+    )
     assert (post.success, post.failed) == (True, [])
     assert post.evaluated == 20
     summary = json.loads((tmp_path / "post" / "validation-post_migration.json").read_text())
@@ -74,9 +75,9 @@ def test_post_migration_names_what_bad_data_breaks(make_database, tmp_path):
             (booking, other_restaurant),
         )
         conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.hold.teleported')")
-    counts["row_count_bookings"] += 1  # as if a booking had been lost
+    counts["bookings"] += 1  # as if a booking had been lost
 
-    summary = run_suite(dsn, suite_path(VERSION, "post_migration"), tmp_path, counts)
+    summary = run_suite(dsn, suite_path(VERSION, "post_migration"), tmp_path, row_counts=counts)
     assert summary.success is False
     assert sorted(summary.failed) == [
         "booking_confirmation_results: every cached confirmation belongs to its booking's restaurant",
@@ -106,12 +107,20 @@ def test_pre_migration_catches_what_the_new_constraint_relies_on(make_database, 
     ]
 
 
-def test_missing_parameters_are_named_before_anything_runs(seeded_dsn, tmp_path):
-    with pytest.raises(
-        RolloutError, match=r"needs parameters it was not given: row_count_restaurants"
-    ):
-        run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path, {})
-    assert not (tmp_path / "data-docs").exists()
+def test_without_row_counts_only_the_invariants_run(seeded_dsn, tmp_path):
+    """On a live target the counts taken before the apply prove nothing: the suite then checks
+    the invariants on the data as it is, and a row the application adds is no failure."""
+    with db.connect(seeded_dsn) as conn:
+        if conn.execute("SELECT to_regclass('booking_confirmation_results')").fetchone()[0] is None:
+            apply_up(conn, load_bundle(VERSION))
+        conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('booking.created')")
+    summary = run_suite(seeded_dsn, suite_path(VERSION, "post_migration"), tmp_path)
+    assert summary.success and summary.evaluated == 10
+    assert not any("as many rows" in e["description"] for e in _details(tmp_path))
+
+
+def _details(folder) -> list[dict]:
+    return json.loads((folder / "validation-post_migration.json").read_text())["expectations"]
 
 
 def test_unknown_suite_is_a_clear_error():
@@ -130,7 +139,9 @@ def test_socket_dsns_become_sqlalchemy_urls():
 
 def test_one_report_with_gx_and_catalog_checks(seeded_dsn_for_report, tmp_path):
     dsn, counts = seeded_dsn_for_report
-    report = validate_target(dsn, VERSION, "post_migration", tmp_path, counts, target="staging")
+    report = validate_target(
+        dsn, VERSION, "post_migration", tmp_path, target="staging", row_counts=counts
+    )
     assert report.success, report.failures
     names = [c.name for c in report.catalog]
     assert "constraint public.allocations.allocations_no_overlap deferrability" in names
@@ -150,7 +161,7 @@ def test_catalog_checks_fail_on_a_drifted_schema(seeded_dsn_for_report, tmp_path
         conn.execute("GRANT SELECT ON booking_confirmation_results TO anon")
         conn.execute("ALTER TABLE booking_confirmation_results DISABLE ROW LEVEL SECURITY")
         try:
-            report = validate_target(dsn, VERSION, "post_migration", tmp_path, counts)
+            report = validate_target(dsn, VERSION, "post_migration", tmp_path, row_counts=counts)
         finally:
             conn.execute("REVOKE SELECT ON booking_confirmation_results FROM anon")
             conn.execute("ALTER TABLE booking_confirmation_results ENABLE ROW LEVEL SECURITY")
