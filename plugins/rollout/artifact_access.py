@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from fastapi.responses import Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rollout.airflow_support import artifacts_base, run_artifacts, safe_dag_id, safe_run_id
+from rollout.airflow_support import run_artifacts, safe_dag_id, safe_run_id
 from rollout.artifacts import list_tree
 
 log = logging.getLogger("rollout")
@@ -123,7 +124,8 @@ def _confined_root(folder: Any, dag_id: str, run_id: str) -> Any:
     local = _local_path(folder)
     if local is None:
         return folder
-    base = Path(os.path.realpath(_local_path(artifacts_base()) or local.parent.parent))
+    # run_artifacts made <root>/<dag>/<run> of two plain names: two levels up is the root.
+    base = Path(os.path.realpath(local.parent.parent))
     expected = base / safe_dag_id(dag_id) / safe_run_id(run_id)
     if Path(os.path.realpath(local)) != expected:
         raise not_found()
@@ -161,19 +163,25 @@ def read_artifact(run: RunArtifacts, name: str) -> bytes:
     if not run.local:
         return path.read_bytes()
     parts = path.relative_to(run.root).parts
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    directory = os.open(run.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        directory = os.open(run.root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        raise not_found() from None
     try:
         for part in parts[:-1]:
-            below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=directory)
+            below = os.open(part, folder_flags, dir_fd=directory)
             os.close(directory)
             directory = below
-        fd = os.open(parts[-1], os.O_RDONLY | nofollow, dir_fd=directory)
+        # O_NONBLOCK: a FIFO planted in the folder must not hold this request open forever.
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
     except OSError:
         raise not_found() from None
     finally:
         os.close(directory)
     with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise not_found()
         return file.read()
 
 

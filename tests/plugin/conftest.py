@@ -123,6 +123,7 @@ def lay_out_artifacts(root: Path, artifacts: Path) -> None:
     (run / "same-diff.txt").symlink_to(run / "db-diff.txt")
     (run / "leak.txt").symlink_to(root / "opt" / "airflow" / "auth" / "passwords.json")
     (run / "outside").symlink_to(root / "opt" / "airflow" / "auth", target_is_directory=True)
+    os.mkfifo(run / "pipe.txt")  # opening a FIFO blocks: it must be refused, not opened
 
     fleet = artifacts / FLEET_DAG / FLEET_FOLDER
     _write(fleet / "summary.md", "# Fleet rollout 20251113203000: succeeded\n")

@@ -48,6 +48,7 @@ TRAVERSALS = {
     "symlink in the run to a folder outside": f"{PAGE}files/outside/passwords.json",
     "a run folder that is a symlink": f"/rollout/runs/{DAG}/{LINKED_RUN}/files/passwords.json",
     "a run folder that is a symlink, its page": f"/rollout/runs/{DAG}/{LINKED_RUN}/",
+    "a FIFO in the run's folder": f"{PAGE}files/pipe.txt",
 }
 
 
@@ -65,7 +66,8 @@ def test_a_readable_run_is_served_symlinks_inside_it_included(plugin_server):
     assert page.status_code == 200, page.text
     assert "db-diff.txt" in page.text and "data-docs/index.html" in page.text
     assert "static/fonts" not in page.text  # Data Docs by their index page only
-    assert "leak.txt" not in page.text and "outside/" not in page.text
+    for planted in ("leak.txt", "outside/", "pipe.txt"):
+        assert planted not in page.text
     assert plugin_server.get(PAGE + "files/db-diff.txt").text.startswith("db-diff: staging")
     assert plugin_server.get(PAGE + "files/same-diff.txt").text.startswith("db-diff: staging")
 
