@@ -32,12 +32,27 @@ def artifacts_base() -> ObjectStoragePath:
 
 
 def safe_run_id(run_id: str) -> str:
-    """The run id as one path segment (run ids hold ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    """The run id as one path segment (run ids hold ':' and '+'). Never '.', '..' or hidden:
+    Airflow accepts a run id such as '..', and its folder must still be the run's own."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    return "_" + name[1:] if name.startswith(".") else name or "_"
+
+
+# A DAG id as a folder name. Airflow accepts dag ids such as '..' (letters, digits, '_', '.',
+# '-'); ours are plain words, so anything that could name another folder is refused.
+DAG_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def safe_dag_id(dag_id: str) -> str:
+    """The DAG id as one path segment, or ValueError when it could leave the artifacts root."""
+    if not DAG_FOLDER.fullmatch(dag_id) or ".." in dag_id:
+        raise ValueError(f"the DAG id {dag_id!r} cannot name a folder of artifacts")
+    return dag_id
 
 
 def run_artifacts(dag_id: str, run_id: str) -> Any:
-    return artifacts_base() / dag_id / safe_run_id(run_id)
+    """The run's folder of artifacts: always one level under the DAG's, two under the root."""
+    return artifacts_base() / safe_dag_id(dag_id) / safe_run_id(run_id)
 
 
 def fail_task(context: Any, exc: Exception, folder: ArtifactDir | None = None) -> Exception:
@@ -73,7 +88,11 @@ def keep_reason(context: Any, kind: str, text: str, folder: ArtifactDir | None =
 
 
 def run_page_path(dag_id: str, run_id: str) -> str:
-    return f"{URL_PREFIX}/runs/{dag_id}/{run_id}/"
+    """The run's artifact page under Airflow's address (ids percent-encoded, ':' and '+' kept
+    as Airflow's own run ids use them)."""
+    from urllib.parse import quote
+
+    return f"{URL_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe=':+~')}/"
 
 
 def run_page_url(dag_id: str, run_id: str) -> str:

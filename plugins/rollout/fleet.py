@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 import jsonschema
 
 from rollout.paths import PROJECT_ROOT
-from rollout.settings import PARAM_SCHEMA, RolloutSettings, SettingsError
+from rollout.settings import PARAM_SCHEMA, RolloutSettings, SettingsError, check_conn_id
 
 FLEET_FILE_ENV = "ROLLOUT_FLEET_FILE"
 # The DAG lays out this many waves; a plan that needs more is refused at preflight (raise
@@ -118,6 +119,32 @@ def _is_pattern(item: str) -> bool:
     return any(c in item for c in "*?[")
 
 
+# What a pattern may hold: a connection id's characters and fnmatch's. A '/' or '..' would
+# never match a usable id, and refusing them says so at once instead of "matches nothing".
+PATTERN = re.compile(r"(?!.*\.\.)[A-Za-z0-9_*?\[][A-Za-z0-9_.*?!\[\]-]*")
+GROUP = re.compile(r"@[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def check_target_item(item: str, field: str) -> str:
+    """One entry of a target list (an id, a pattern or @group), or FleetError naming `field`."""
+    if item.startswith("@"):
+        if not GROUP.fullmatch(item):
+            raise FleetError(f"{field}: {item!r} is not a group name: @ then letters, digits, '_'")
+    elif _is_pattern(item):
+        if not PATTERN.fullmatch(item):
+            raise FleetError(
+                f"{field}: the pattern {item!r} holds characters no connection id has: use "
+                "letters, digits, '_', '.', '-' and * ? [ ] (not first a '.' or '-', never "
+                "'..', no '/')"
+            )
+    else:
+        try:
+            check_conn_id(item, field)
+        except SettingsError as exc:
+            raise FleetError(str(exc)) from None
+    return item
+
+
 def resolve_targets(
     items: Iterable[str], groups: Mapping[str, list[str]], known: Iterable[str]
 ) -> list[str]:
@@ -125,7 +152,11 @@ def resolve_targets(
     known = sorted(set(known))
     resolved: list[str] = []
 
-    def add(item: str, via: tuple[str, ...] = ()) -> None:
+    def add(item: str, via: tuple[str, ...] = (), source: str = "") -> None:
+        # Each one is checked, group members and a pattern's matches included: a fleet file or
+        # an AIRFLOW_CONN_* variable may hold what the trigger form would refuse.
+        where = "production_targets" + (f" (group @{via[-1]})" if via else "") + source
+        check_target_item(item, where)
         if item.startswith("@"):
             name = item[1:]
             if name not in groups:
@@ -145,7 +176,7 @@ def resolve_targets(
                     "(patterns match AIRFLOW_CONN_* variables and the fleet file's members)"
                 )
             for match in matches:
-                add(match, via)
+                add(match, via, f" (matched by {item!r})")
         elif item not in resolved:
             resolved.append(item)
 

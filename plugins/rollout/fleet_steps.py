@@ -11,6 +11,7 @@ from rollout import fleet
 from rollout.artifacts import list_tree
 from rollout.errors import TargetUnavailable
 from rollout.locktime import allocation_rows
+from rollout.settings import check_conn_id
 from rollout.steps import (
     Run,
     hold_lease,
@@ -72,6 +73,9 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
 def target_run(run: Run, conn_id: str, dsn: str) -> Run:
     """The single-target `Run` of one production target: its own artifact folder
     (targets/<conn_id>/), staging shared."""
+    # Checked at settings time already; checked again where the id becomes a folder name, so
+    # no caller can hand this a '../..' and write outside the run's folder.
+    check_conn_id(conn_id, "production target")
     return dataclasses.replace(
         run,
         settings=dataclasses.replace(run.settings, production_conn_id=conn_id),

@@ -7,6 +7,7 @@ zone is real, the window makes sense) and names the field that is wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,23 @@ class SettingsError(RolloutError):
     """A trigger parameter that cannot be used; the message names it."""
 
 
+# A connection id names a folder of the run's artifacts (a fleet target's targets/<conn_id>/)
+# and an AIRFLOW_CONN_<ID> variable: letters, digits, '_', '.' and '-', not first a '.' or '-',
+# never '..'. Anything else could name another folder than the target's own.
+CONN_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$"
+
+
+def check_conn_id(value: Any, field: str) -> str:
+    """The connection id, or SettingsError naming `field` and what a usable id looks like."""
+    if not isinstance(value, str) or not re.fullmatch(CONN_ID_PATTERN, value):
+        raise SettingsError(
+            f"{field}: {value!r} is not a usable connection id: use letters, digits, '_', '.' "
+            "and '-' (not first a '.' or '-', never '..', no '/'); it also names a folder of "
+            "the run's artifacts"
+        )
+    return value
+
+
 # name -> (default, JSON schema, description). The DAG turns these into airflow.sdk.Param.
 PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
     "version": (
@@ -30,10 +48,14 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         {"type": ["null", "string"], "pattern": r"^\d{14}$"},
         "Migration bundle version (14 digits); empty for the newest in sql/migrations/.",
     ),
-    "staging_conn_id": ("rollout_staging", {"type": "string", "minLength": 1}, "Staging target."),
+    "staging_conn_id": (
+        "rollout_staging",
+        {"type": "string", "minLength": 1, "pattern": CONN_ID_PATTERN},
+        "Staging target.",
+    ),
     "production_conn_id": (
         "rollout_production",
-        {"type": "string", "minLength": 1},
+        {"type": "string", "minLength": 1, "pattern": CONN_ID_PATTERN},
         "Production target.",
     ),
     "window_kind": ("once", {"type": "string", "enum": ["once", "daily"]}, "One-off or daily."),
@@ -139,6 +161,9 @@ class RolloutSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RolloutSettings:
+        for name in ("staging_conn_id", "production_conn_id"):
+            if name in params:  # before the schema: its pattern's message says less
+                check_conn_id(params[name], name)
         _check_schema(params)
         values = {name: params.get(name, default) for name, (default, _, _) in PARAM_SCHEMA.items()}
         if values["staging_conn_id"] == values["production_conn_id"]:

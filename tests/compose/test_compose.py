@@ -150,3 +150,149 @@ def test_the_celery_profile_adds_a_broker_and_two_workers_and_nothing_else_chang
     # the fleet's pool exists before any DAG runs
     assert "airflow pools set rollout_fleet" in "".join(services["airflow-init"]["command"])
     assert locked_version("apache-airflow-providers-celery")
+
+
+# --- secrets and the published port (issue 16 point 3) -------------------------------------
+# What the stack cannot start without: no default, ever. A public default JWT secret lets
+# anyone sign a token as any user.
+REQUIRED = [
+    "ROLLOUT_ADMIN_PASSWORD", "ROLLOUT_JWT_SECRET", "ROLLOUT_API_SECRET",
+    "ROLLOUT_METADATA_DB_PASSWORD", "ROLLOUT_TARGET_DB_PASSWORD",
+]  # fmt: skip
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """Index of the '}' closing the '${' at start (nested '${…}' inside it skipped)."""
+    depth, i = 0, start
+    while i < len(text):
+        if text.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unclosed ${{ in {text!r}")
+
+
+def references(text: str) -> list[tuple[str, str | None, str]]:
+    """Every ${NAME…} in a compose value, nested ones included: (name, operator, rest)."""
+    found, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing_brace(text, i)
+            m = re.fullmatch(r"([_A-Za-z]\w*)(?:(:?[-?])(.*))?", text[i + 2 : end], re.S)
+            assert m, text
+            found.append(m.groups(""))
+            found += references(m.group(3) or "")
+            i = end + 1
+        else:
+            i += 1
+    return found
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """A compose value as Compose interpolates it (the forms this file uses: $$, ${X},
+    ${X:-default}, ${X:?message}, nested; like Compose, a default is interpolated first)."""
+    out, i = [], 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing_brace(text, i)
+            name, op, rest = re.fullmatch(
+                r"([_A-Za-z]\w*)(?:(:?[-?])(.*))?", text[i + 2 : end], re.S
+            ).groups()
+            rest = interpolate(rest or "", env)
+            value = env.get(name)
+            if op in (":-", "-"):
+                use_default = value is None or (op == ":-" and value == "")
+                out.append(rest if use_default else value)
+            elif op in (":?", "?"):
+                if value is None or (op == ":?" and value == ""):
+                    raise MissingVariable(f"{name}: {rest}")
+                out.append(value)
+            else:
+                out.append(value or "")
+            i = end + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _resolved(node, env: dict[str, str]):
+    if isinstance(node, dict):
+        return {k: _resolved(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolved(v, env) for v in node]
+    return interpolate(node, env) if isinstance(node, str) else node
+
+
+def test_every_secret_and_password_is_required_with_a_way_to_make_one(compose):
+    refs = [r for s in _strings(compose) for r in references(s)]
+    secret_refs = [r for r in refs if re.search(r"PASSWORD|SECRET", r[0])]
+    assert sorted({name for name, _, _ in secret_refs}) == sorted(REQUIRED)
+    for name, op, message in secret_refs:
+        assert op == ":?", f"${{{name}}} must be ${{{name}:?…}}, not {op or 'bare'}"
+        assert name in message and "openssl rand -hex" in message, message
+    # Nothing secret is written in the file itself.
+    text = COMPOSE.read_text()
+    assert "change-me" not in text
+    assert not re.search(r"^\s*\w*(PASSWORD|SECRET|SECRET_KEY): +[^$\s]", text, re.M)
+    assert not re.search(r"://\w+:(airflow|postgres)@", text)
+
+
+def test_the_stack_does_not_interpolate_without_each_secret(compose):
+    given = {name: f"value-of-{name.lower()}" for name in REQUIRED}
+    resolved = _resolved(compose, given)  # all given: the file interpolates
+    env = resolved["services"]["airflow-apiserver"]["environment"]
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == given["ROLLOUT_JWT_SECRET"]
+    assert env["AIRFLOW__API__SECRET_KEY"] == given["ROLLOUT_API_SECRET"]
+    metadata = given["ROLLOUT_METADATA_DB_PASSWORD"]
+    assert f"airflow:{metadata}@airflow-metadata" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert (
+        f"postgres:{given['ROLLOUT_TARGET_DB_PASSWORD']}@staging-db"
+        in env["AIRFLOW_CONN_ROLLOUT_STAGING"]
+    )
+    services = resolved["services"]
+    assert services["airflow-metadata"]["environment"]["POSTGRES_PASSWORD"] == metadata
+    for target in ("staging-db", "production-db"):
+        password = services[target]["environment"]["POSTGRES_PASSWORD"]
+        assert password == given["ROLLOUT_TARGET_DB_PASSWORD"]
+    init = services["airflow-init"]["environment"]["ROLLOUT_ADMIN_PASSWORD"]
+    assert init == given["ROLLOUT_ADMIN_PASSWORD"]
+    for missing in REQUIRED:
+        with pytest.raises(MissingVariable, match=missing):
+            _resolved(compose, {k: v for k, v in given.items() if k != missing})
+
+
+def test_the_ui_is_published_on_127_0_0_1_unless_the_operator_says_otherwise(compose):
+    given = {name: "x" for name in REQUIRED}
+    services = compose["services"]
+    published = {name: s["ports"] for name, s in services.items() if "ports" in s}
+    assert list(published) == ["airflow-apiserver"]  # nothing else leaves the host
+    ports = services["airflow-apiserver"]["ports"]
+    assert [interpolate(p, given) for p in ports] == ["127.0.0.1:8080:8080"]
+    wider = {**given, "ROLLOUT_UI_BIND": "0.0.0.0", "ROLLOUT_UI_PORT": "8443"}
+    assert [interpolate(p, wider) for p in ports] == ["0.0.0.0:8443:8080"]
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name in [*REQUIRED, "ROLLOUT_UI_BIND", "ROLLOUT_UI_PORT", "ROLLOUT_BASE_URL"]:
+        assert f"`{name}`" in readme, f"README does not name {name}"
+    assert "reverse proxy" in readme and "TLS" in readme

@@ -105,17 +105,27 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):
     # The artifacts in the UI: the run's page and its files, behind Airflow's auth.
     listing = airflow.request("GET", page)
     assert listing.status_code == 200 and "db-diff.txt" in listing.text
-    # Each target's ledger, read-only, on the same page and on its own.
+    # Each target's ledger, read-only, on the same page and on its own (only a target this
+    # run names; never the connection's host or user).
     assert "Ledger of production (p_happy)" in listing.text
     assert "20251113203000  applied" in listing.text and "matches" in listing.text
-    ledger_page = airflow.request("GET", "/rollout/ledger/s_happy")
+    assert "host=" not in listing.text and "user=" not in listing.text
+    ledger_page = airflow.request("GET", page + "ledgers/s_happy")
     assert ledger_page.status_code == 200 and run_id in ledger_page.text
-    assert httpx.get(airflow.url + "/rollout/ledger/s_happy").status_code in (401, 403)
+    assert httpx.get(airflow.url + page + "ledgers/s_happy").status_code in (401, 403)
+    assert airflow.request("GET", page + "ledgers/s_reject").status_code == 404
+    assert airflow.request("GET", "/rollout/ledger/s_happy").status_code == 404  # route gone
     assert "data-docs/index.html" in listing.text and "static/fonts" not in listing.text
     diff = airflow.request("GET", page + "files/db-diff.txt")
     assert diff.status_code == 200 and diff.text.startswith("db-diff: staging before")
+    assert diff.headers["x-content-type-options"] == "nosniff"
+    docs = airflow.request("GET", page + "files/staging/validation/data-docs/index.html")
+    assert docs.status_code == 200 and "sandbox" in docs.headers["content-security-policy"]
     assert httpx.get(airflow.url + page).status_code in (401, 403)
-    assert airflow.request("GET", page + "files/%2E%2E/%2E%2E/secret").status_code == 400
+    assert airflow.request("GET", page + "files/%2E%2E/%2E%2E/secret").status_code == 404
+    # The stack's passwords file, two levels above its artifacts: out of reach.
+    up = f"/rollout/runs/%2E%2E/%2E%2E/files/{airflow.home.name}/passwords.json"
+    assert airflow.request("GET", up).status_code == 404
     links = airflow.request(
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/taskInstances/preflight/links"
     ).json()

@@ -36,6 +36,43 @@ def test_a_list_that_cannot_be_resolved_is_refused_by_name(items, message):
         fleet.resolve_targets(items, GROUPS, KNOWN)
 
 
+@pytest.mark.parametrize(
+    ("items", "groups", "message"),
+    [
+        (["../prod"], {}, r"production_targets: '\.\./prod' is not a usable connection id"),
+        (["prod/eu"], {}, r"production_targets: 'prod/eu' is not a usable connection id"),
+        ([".prod"], {}, r"production_targets: '\.prod' is not a usable connection id"),
+        (["../*"], {}, r"production_targets: the pattern '\.\./\*' holds characters"),
+        (["prod_*/x"], {}, r"production_targets: the pattern 'prod_\*/x' holds characters"),
+        (["..*"], {}, r"production_targets: the pattern '\.\.\*' holds characters"),
+        (["@../eu"], {}, r"production_targets: '@\.\./eu' is not a group name"),
+        (["@bad"], {"bad": ["../../x"]}, r"production_targets \(group @bad\): '\.\./\.\./x'"),
+        (["odd_*"], {}, r"production_targets \(matched by 'odd_\*'\): 'odd_\.\.x'"),
+    ],
+)
+def test_ids_and_patterns_that_could_leave_the_runs_folder_are_refused(items, groups, message):
+    """A target's id becomes targets/<conn_id>/ in the run's artifacts: nothing that could
+    name another folder gets that far, whether written, in a group, or matched."""
+    with pytest.raises(FleetError, match=message):
+        fleet.resolve_targets(items, groups, [*KNOWN, "odd_..x"])
+    with pytest.raises(FleetError, match="production_targets"):
+        FleetSettings.from_params({"production_targets": items}, groups=groups, known=KNOWN)
+
+
+def test_a_target_folder_is_never_made_from_an_unusable_id(tmp_path):
+    from rollout import steps
+    from rollout.artifacts import ArtifactDir
+    from rollout.fleet_steps import target_run
+
+    s = settings(production_targets=["prod_eu_1"])
+    run = steps.Run(s.rollout, {"staging": "x"}, ArtifactDir(tmp_path / "run"), "r",
+                    progress=lambda m: None)  # fmt: skip
+    assert target_run(run, "prod_eu_1", "dsn").artifacts.root == tmp_path / "run/targets/prod_eu_1"
+    with pytest.raises(fleet.SettingsError, match=r"production target: '\.\./\.\./x'"):
+        target_run(run, "../../x", "dsn")
+    assert not (tmp_path / "x").exists()
+
+
 def test_known_ids_come_from_the_fleet_file_and_airflow_conn_variables():
     environ = {"AIRFLOW_CONN_PROD_X": "postgres://h/db", "PATH": "/bin"}
     assert fleet.known_connection_ids(GROUPS, environ) == ["prod_eu_1", "prod_eu_2", "prod_x"]

@@ -38,3 +38,22 @@ def test_defaults_make_a_run_of_the_newest_bundle():
 def test_a_bad_parameter_is_refused_by_name(params, field):
     with pytest.raises(SettingsError, match=field):
         RolloutSettings.from_params(params)
+
+
+@pytest.mark.parametrize("conn_id", ["a/b", "../etc", "..", ".hidden", "-x", "a..b", "a b", "é"])
+@pytest.mark.parametrize("field", ["staging_conn_id", "production_conn_id"])
+def test_a_connection_id_that_could_name_another_folder_is_refused_by_name(field, conn_id):
+    with pytest.raises(SettingsError, match=rf"^{field}: .* is not a usable connection id"):
+        RolloutSettings.from_params({field: conn_id})
+
+
+def test_the_trigger_forms_schema_refuses_the_same_ids():
+    import jsonschema
+
+    from rollout.settings import PARAM_SCHEMA
+
+    schema = PARAM_SCHEMA["production_conn_id"][1]
+    jsonschema.validate("prod_eu-1.main", schema)
+    for bad in ("a/b", "..", ".x", "a..b"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
