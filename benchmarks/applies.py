@@ -47,19 +47,33 @@ def psql_file(sql: str) -> Callable[[str], None]:
     return apply
 
 
+def _bench_run(dsn: str, out: str, params: dict[str, Any]) -> steps.Run:
+    return steps.Run(
+        settings=RolloutSettings.from_params(params),
+        dsns={"production": dsn},
+        artifacts=ArtifactDir(Path(out)),
+        run_id="bench",
+        actor="bench",
+        progress=lambda message: None,
+    )
+
+
 def production_step(dsn: str, **params: Any) -> dict[str, Any]:
     """`rollout.steps.apply_target` on dsn as the production target, with the DAG's default
     settings unless params say otherwise; its result (lock_seconds, attempts, …)."""
     with tempfile.TemporaryDirectory() as out:
-        run = steps.Run(
-            settings=RolloutSettings.from_params(params),
-            dsns={"production": dsn},
-            artifacts=ArtifactDir(Path(out)),
-            run_id="bench",
-            actor="bench",
-            progress=lambda message: None,
-        )
-        return steps.apply_target(run, "production")
+        return steps.apply_target(_bench_run(dsn, out, params), "production")
+
+
+def rollback_step(dsn: str, **params: Any) -> dict[str, Any]:
+    """`rollout.steps.rollback_target` on dsn as the production target (applied by
+    `production_step`, the same run), with the DAG's default settings."""
+    with tempfile.TemporaryDirectory() as out:
+        run = _bench_run(dsn, out, params)
+        try:
+            return steps.rollback_target(run, "production")
+        finally:
+            steps.release_leases(run, ["production"])
 
 
 def timed_sql(dsn: str, name: str) -> float:

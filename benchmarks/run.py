@@ -62,6 +62,8 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
             probes.measure_probes(a, scale.probes))),
         ("writer stall", lambda a: stall.stall_table(
             stall.run_stall(a, scale.stall, scale.reader_s))),
+        ("writer stall, the down", lambda a: stall.stall_table(
+            stall.run_down_stall(a, scale.stall, scale.reader_s))),
         ("validation", lambda a: validation.validation_lines(
             validation.measure_validation(a, scale.validation))),
         ("end to end", lambda a: e2e.end_to_end_lines(

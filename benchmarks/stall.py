@@ -13,6 +13,10 @@ open when the apply starts, the migration is applied three ways:
 
 For each: the writers' max and p99 latency and the wall-clock time they were blocked.
 Goal (issue 9): our worst stall <= 0.35 x the naive one, at 1M allocations.
+
+The down the same way, on clones with the up applied: `psql -f down.sql` against our rollback
+step (`rollout.steps.rollback_target`: the same lock retries, the cache exported in the down's
+own transaction, the ledger row).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from applies import production_step, psql_file, seed_migration_sql
+from applies import production_step, psql_file, rollback_step, seed_migration_sql
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
 from rollout.migrations import load_bundle
@@ -76,6 +80,19 @@ def run_stall(admin: str | None, allocations: int, reader_s: float) -> list[Stal
     return results
 
 
+def run_down_stall(admin: str | None, allocations: int, reader_s: float) -> list[StallResult]:
+    ways = [
+        ("psql -f down.sql", psql_file(sql_text(load_bundle().down_path))),
+        ("our rollback step", rollback_step),
+    ]
+    results = []
+    for how, roll_back in ways:
+        with seeded_database(admin, allocations) as dsn:
+            production_step(dsn)  # the up first, by the same run the rollback step belongs to
+            results.append(measure_stall(dsn, how, roll_back, reader_s))
+    return results
+
+
 def stall_table(results: list[StallResult]) -> list[str]:
     lines = [
         "| apply | wall time | writers' max latency | p99 | blocked | bookings | errors |",
@@ -106,6 +123,8 @@ def main() -> None:
         f"reader {args.reader_s:g} s"
     )
     print("\n".join(stall_table(results)))
+    print("\nThe down:")
+    print("\n".join(stall_table(run_down_stall(args.dsn, args.allocations, args.reader_s))))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -28,6 +29,11 @@ DAG_ID = "migration_rollout"
 FLEET_DAG_ID = "fleet_rollout"
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
 FINISHED = ("success", "failed")
+# The scheduler's log line for an executor event it has processed (see gate_settled).
+EXECUTOR_EVENT = re.compile(
+    r"Received executor event with state \w+ for task instance TaskInstanceKey\("
+    r"dag_id='([^']+)', task_id='([^']+)', run_id='([^']+)', try_number=\d+, map_index=(-?\d+)\)"
+)
 
 
 @dataclass
@@ -45,6 +51,8 @@ class AirflowStack:
     fleet_pool_slots: int = int(os.environ.get("ROLLOUT_FLEET_CONCURRENCY", "4"))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _token: str | None = None
+    _scheduler_log_offset: int = 0
+    _processed_events: set[tuple[str, str, str, int]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -299,6 +307,38 @@ class AirflowStack:
                 f"the approval answer was refused ({response.status_code}): {response.text}"
             )
         return response.json()
+
+    def gate_settled(
+        self, run_id: str, task_id: str = "approve_production", dag_id: str = DAG_ID,
+        map_index: int = -1,
+    ) -> bool:  # fmt: skip
+        """Whether the scheduler has processed the executor's "workload finished" event of a
+        gate parked for input. Airflow 3.3 race, seen here: an answer that lands before it
+        re-queues the task, and the late event then fails it ("finished with state success,
+        but the task instance's state attribute is queued"). A person never clicks that fast;
+        a program must wait for the event, which the scheduler's log records."""
+        log = self.home / "component-logs" / "scheduler.log"
+        if log.exists():
+            with log.open("rb") as file:
+                file.seek(self._scheduler_log_offset)
+                chunk = file.read()
+            end = chunk.rfind(b"\n") + 1  # whole lines only; the rest next time
+            self._scheduler_log_offset += end
+            for match in EXECUTOR_EVENT.finditer(chunk[:end].decode("utf-8", "replace")):
+                dag, task, run, index = match.groups()
+                self._processed_events.add((dag, task, run, int(index)))
+        return (dag_id, task_id, run_id, map_index) in self._processed_events
+
+    def answer_when_settled(
+        self, run_id: str, option: str, task_id: str = "approve_production",
+        dag_id: str = DAG_ID, map_index: int = -1, timeout: float = 120,
+    ) -> dict:  # fmt: skip
+        """Answer a gate once it is parked for input and the scheduler knows it (gate_settled)."""
+        self.wait_until(
+            lambda: self.gate_settled(run_id, task_id, dag_id, map_index), timeout,
+            f"{task_id} of {run_id} to be parked for input",
+        )  # fmt: skip
+        return self.answer(run_id, option, task_id, dag_id, map_index)
 
     def required_actions_url(
         self, run_id: str, task_id: str = "approve_production", dag_id: str = DAG_ID

@@ -175,6 +175,33 @@ def _migrate(args: argparse.Namespace, bundle) -> int:
         steps.release_leases(run, ["target"])
 
 
+def cmd_lease(args: argparse.Namespace) -> int:
+    """Who holds a target's lease, or give back one a run left behind (a run killed before its
+    report). Releasing names the run, so a lease another run took meanwhile is never freed."""
+    from rollout import ledger
+    from rollout.status import target_dsn
+
+    if args.action == "release" and not args.run:
+        raise RolloutError("lease release needs --run <run id> (`rollout lease show` names it)")
+    dsn = target_dsn(args.target)
+    with db.connect(dsn, application_name="rollout-lease") as conn:
+        holder = ledger.lease_holder(conn)
+        if args.action == "show":
+            print(f"{args.target}: " + (f"held by {holder.describe()}" if holder else "free"))
+            return 0
+        if holder is None:
+            _say(f"{args.target}: no lease to release")
+            return 0
+        if holder.run_id != args.run:
+            raise RolloutError(
+                f"{args.target}: the lease is held by {holder.describe()}, not by run {args.run}; "
+                "nothing released"
+            )
+        ledger.release_lease(conn, args.run)
+    _say(f"{args.target}: lease of run {args.run} released")
+    return 0
+
+
 def cmd_capture(args: argparse.Namespace) -> int:
     out = ArtifactDir(Path(args.out))
     with db.connect(args.dsn) as conn:
@@ -342,6 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
             kind = float if isinstance(default, float) else int
             p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=doc)
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "lease", help="show who holds a target (one rollout at a time), or release a stale lease"
+    )
+    p.add_argument("action", choices=["show", "release"])
+    p.add_argument(
+        "--target", required=True, help="a DSN, or an Airflow connection id (AIRFLOW_CONN_<ID>)"
+    )
+    p.add_argument("--run", help="release: the run id that holds the lease (as `show` says)")
+    p.set_defaults(func=cmd_lease)
 
     p = sub.add_parser(
         "capture", help="save a target's schema snapshot and row counts (a 'before')"

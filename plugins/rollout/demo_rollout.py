@@ -16,12 +16,10 @@ from rollout.artifacts import list_tree
 from rollout.demo import TARGETS, prepare_fleet, prepare_target
 from rollout.steps import headline_artifacts
 
-POLL_S = 2.0
-# Airflow 3.3 race, seen here: an answer that lands before the scheduler has processed the
-# executor's "workload finished" event of the parked task re-queues the task, and the late
-# event then marks it failed ("finished with state success, but the task instance's state
-# attribute is queued"). A person never clicks that fast; the demo waits as long as one would.
-APPROVAL_GRACE_S = 5.0
+POLL_S = 1.0
+# A gate is answered once the scheduler has processed its parked task's event (see
+# AirflowStack.gate_settled); should its log not say so, after this long at the latest.
+APPROVAL_FALLBACK_S = 30.0
 
 
 def start_stack(
@@ -67,7 +65,9 @@ def follow_run(
             ti = pending["task_instance"]
             key = (ti["task_id"], ti["map_index"])
             first_seen.setdefault(key, time.monotonic())
-            if key in answered or time.monotonic() - first_seen[key] < APPROVAL_GRACE_S:
+            settled = stack.gate_settled(run_id, ti["task_id"], dag_id, ti["map_index"])
+            waited = time.monotonic() - first_seen[key]
+            if key in answered or not (settled or waited > APPROVAL_FALLBACK_S):
                 continue
             say(f"approval waiting: {pending.get('subject')}")
             say(

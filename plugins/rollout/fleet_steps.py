@@ -18,6 +18,7 @@ from rollout.steps import (
     ledger_state,
     preflight_target,
     release_leases,
+    target_story,
     write_summary,
 )
 
@@ -141,6 +142,9 @@ def write_fleet_report(
         state, why = fleet.final_state(
             ledger_state(trun, "production"), states, entry, index, reason
         )
+        story = target_story(trun, "production")
+        if state == "applied" and story.startswith("applied by run"):
+            why = story  # an earlier run's work, left as is
         rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
                      "why": why})  # fmt: skip
     counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}

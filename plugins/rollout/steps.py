@@ -247,7 +247,7 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
         except LockNotGranted as exc:
             why = f"lock not granted in {retries.attempts} attempts of {retries.lock_timeout_ms} ms"
             _record_outcome(run, conn, "up", "failed", why, started_at)
-            raise StepFailed(f"apply {target}: {exc}") from None
+            raise StepFailed(f"apply {target}: {exc} {target} is unchanged.") from None
         except RowRulesBroken as exc:
             _record_outcome(run, conn, "up", "refused", str(exc), started_at)
             raise StepFailed(f"apply {target}: {exc}") from None

@@ -35,6 +35,7 @@ def test_every_benchmark_reports(smoke_output):
         "lock held and its prediction",
         "application queries before and after",
         "writer stall",
+        "writer stall, the down",
         "validation",
         "end to end",
         "fleet",
@@ -75,3 +76,12 @@ def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
     naive_max = float(rows[0][1])
     assert naive_max >= 1.0, "the naive apply should wait behind the 2 s reader"
     assert "writer error" not in smoke_output
+    downs = re.findall(
+        r"^\| (psql -f down\.sql|our rollback step) \| [\d.]+ s \| ([\d.]+) s \| [\d.]+ s \| "
+        r"[\d.]+ s \| (\d+) \| (\d+) \|$",
+        smoke_output,
+        flags=re.MULTILINE,
+    )
+    assert [r[0] for r in downs] == ["psql -f down.sql", "our rollback step"]
+    assert all(int(bookings) > 10 and int(errors) == 0 for _, _, bookings, errors in downs)
+    assert float(downs[0][1]) >= 1.0, "psql -f down.sql should wait behind the 2 s reader"

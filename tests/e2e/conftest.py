@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import email
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +19,51 @@ from rollout import db
 from rollout.airflow_stack import AirflowStack, free_port
 from rollout.baseline import apply_baseline
 from rollout.clusters import start_cluster, stop_cluster
+from rollout.migrations import load_bundle
 from rollout.seed import seed_database
+
+VERSION = "20251113203000"
+# Bundles only the end-to-end tests see (older versions than the real one, so the trigger
+# form's default stays the real bundle): the real one's scripts with one edit each, and its
+# expectations. They sit beside a copy of the real bundle in the folder the stack's
+# ROLLOUT_MIGRATIONS_DIR names.
+LOSSY = "20251001000001"  # its up deletes an allocation the application marked for maintenance
+SLOW = "20251001000002"  # its up holds the allocations lock 10 s before COMMIT
+TEST_BUNDLES = {
+    f"{LOSSY}_loses_a_maintenance_allocation": (
+        "CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public;",
+        "CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public;\n"
+        "DELETE FROM public.allocations WHERE id IN "
+        "(SELECT id FROM public.allocations WHERE is_maintenance LIMIT 1);",
+    ),
+    f"{SLOW}_holds_its_lock_a_while": ("\nCOMMIT;", "\nSELECT pg_sleep(10);\nCOMMIT;"),
+}
+
+
+@pytest.fixture(scope="session")
+def bundles_dir(tmp_path_factory) -> Path:
+    """The bundles the stack's DAGs see: the real one (same checksum) and the test ones."""
+    root = tmp_path_factory.mktemp("bundles")
+    real = load_bundle(VERSION)
+    shutil.copytree(real.path, root / real.path.name)
+    for name, (old, new) in TEST_BUNDLES.items():
+        folder = root / name
+        shutil.copytree(real.path, folder)
+        up = folder / "up.sql"
+        assert old in up.read_text(), name
+        up.write_text(up.read_text().replace(old, new, 1))
+        manifest = folder / "manifest.toml"
+        manifest.write_text(f'expectations = "{VERSION}"\n' + manifest.read_text())
+    return root
+
 
 # scenario -> allocations per target. The regression scenario needs enough rows that a
 # sequential scan costs more than the comparison's 0.5 ms noise floor.
 SCENARIOS = {
     "happy": 3000,
+    "lossy": 3000,
+    "lease": 3000,
+    "killed": 3000,
     "reject": 3000,
     "bad_staging": 3000,
     "regression": 20000,
@@ -147,7 +188,9 @@ def mailbox() -> Iterator[MailBox]:
 
 
 @pytest.fixture(scope="session")
-def airflow(e2e_targets, fleet_targets, mailbox, tmp_path_factory) -> Iterator[AirflowStack]:
+def airflow(
+    e2e_targets, fleet_targets, mailbox, bundles_dir, tmp_path_factory
+) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow")
     connections = {}
     for scenario, dsns in e2e_targets.items():
@@ -173,6 +216,7 @@ def airflow(e2e_targets, fleet_targets, mailbox, tmp_path_factory) -> Iterator[A
             "ROLLOUT_ARTIFACTS_URL": f"file://{home / 'artifacts'}",
             "AIRFLOW_CONN_ROLLOUT_SMTP": json.dumps(smtp),
             "ROLLOUT_NOTIFIERS": json.dumps(notifiers),
+            "ROLLOUT_MIGRATIONS_DIR": str(bundles_dir),
         },
     )
     try:

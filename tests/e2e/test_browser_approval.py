@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from rollout.demo_rollout import APPROVAL_GRACE_S
 from rollout.paths import STATE_DIR
 
 pytestmark = pytest.mark.slow
@@ -78,7 +77,8 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
     assert run["conf"]["staging_conn_id"] == "s_browser"
 
     airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
-    time.sleep(APPROVAL_GRACE_S)  # a person takes a moment too (see demo_rollout)
+    # Clicked once the gate is parked as far as the scheduler knows (AirflowStack.gate_settled).
+    airflow.wait_until(lambda: airflow.gate_settled(run_id), 120, "the gate to be parked")
     page.goto(airflow.required_actions_url(run_id))
     page.get_by_text(
         "Apply 20251113203000_capacity_overlap_and_confirm_cache to production?"

@@ -106,6 +106,8 @@ def test_a_failure_mid_wave_leaves_the_healthy_applied_and_a_rerun_continues(
     state, report = run_fleet(airflow, fleet_conf("fleet_healthy"))
     assert state == "success", report
     assert {row["state"] for row in report["targets"]} == {"applied"}
+    assert by_target(report)[names[0]][1].startswith("applied by run ")  # the first run's
+    assert by_target(report)[names[3]][1] == ""  # this run's own
     for name in names:
         assert migrated(targets[name])
         # applied once: a target the first run applied was a no-op the second time

@@ -4,15 +4,22 @@ the HITL REST API (the call the UI's Approve and Reject buttons make)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from rollout import db
 from rollout.airflow_support import safe_run_id
-from rollout.demo_rollout import APPROVAL_GRACE_S, follow_run
+from rollout.demo_rollout import follow_run
+from rollout.ledger import ADVISORY_LOCK_KEY
+from rollout.migrations import load_bundle
+from rollout.workload import LiveApplication
+from tests.e2e.conftest import LOSSY, SLOW, VERSION
 from tests.target_state import migrated, outcomes
 
 pytestmark = pytest.mark.slow
@@ -29,10 +36,10 @@ def conf(scenario: str, **params) -> dict:
             "monitor_period_s": 0, "lock_retries": 1, "retry_backoff_s": 0.5, **params}  # fmt: skip
 
 
-def artifacts(airflow, run_id: str) -> Path:
+def artifacts(airflow, run_id: str, dag_id: str = "migration_rollout") -> Path:
     return (
         Path(airflow.extra_env["ROLLOUT_ARTIFACTS_URL"].removeprefix("file://"))
-        / ("migration_rollout")
+        / dag_id
         / safe_run_id(run_id)
     )
 
@@ -74,16 +81,36 @@ def assert_notified(airflow, mailbox, run_id: str, outcome: str, *, gate: bool) 
     assert mails[-1].startswith(f"Rollout 20251113203000: {outcome}")
 
 
-def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):
+def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
+    airflow, e2e_targets, mailbox, bundles_dir
+):
+    """The application writes on production for the whole run, the gate's wait included: the
+    rollout succeeds. Re-runs that find it done, are rejected, meet staging down, or meet an
+    edited down.sql leave both targets migrated, and their summaries say why."""
     targets = e2e_targets["happy"]
-    run_id, state, states = run(airflow, conf("happy"))
+    with LiveApplication(targets["production"]) as app:
+        run_id, state, states = run(airflow, conf("happy", monitor_period_s=5))
+    assert app.committed() > 20 and not app.bookings.stats.errors and not app.outbox.errors
     assert state == "success", explain(airflow, run_id, states)
     assert all(states[task] == "success" for task in [*STORY, "report"])
     assert states["rollback_staging"] == states["rollback_production"] == "skipped"
     assert migrated(targets["staging"]) and migrated(targets["production"])
     assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
     assert_notified(airflow, mailbox, run_id, "succeeded", gate=True)
-    assert "- staging: applied\n- production: applied" in notifications(airflow, run_id)[-1]
+    assert (
+        "- staging: applied by this run\n- production: applied by this run"
+        in notifications(airflow, run_id)[-1]
+    )
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert "**Approval**: Approve by admin at" in summary
+    validation = json.loads(
+        (artifacts(airflow, run_id) / "production/validation/validation-report.json").read_text()
+    )
+    assert validation["success"] and any(
+        c["name"].startswith("rows: the apply changed only") and c["passed"]
+        for c in validation["catalog"]
+    )
+    first = run_id
 
     folder = artifacts(airflow, run_id)
     for name in ["db-diff.txt", "drift-db-diff.txt", "summary.md", "summary.html",
@@ -134,6 +161,171 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):
     run_id, again, states = run(airflow, conf("happy"))
     assert again == "success", explain(airflow, run_id, states)
     assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
+
+    # Rejected: nothing this run applied, so nothing undone; staging stays too.
+    run_id, state, states = run(airflow, conf("happy"), approve="Reject")
+    assert state == "failed" and states["rollback_staging"] == "skipped"
+    assert states["rollback_production"] in ("skipped", "upstream_failed")
+    left = f"applied by run {first}, left as is"
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert f"**staging**: {left}" in summary and f"**production**: {left}" in summary
+    assert "rollback_staging | skipped | staging: 20251113203000 was applied by run" in summary
+    assert "**Approval**: Reject by admin" in summary
+
+    # Staging down: preflight fails; production, which an earlier run migrated, stays.
+    staging_db = conninfo_to_dict(targets["staging"])["dbname"]
+    with db.connect(targets["production"]) as conn:  # the same server
+        conn.execute(f'ALTER DATABASE "{staging_db}" ALLOW_CONNECTIONS false')
+    try:
+        run_id, state, states = run(airflow, conf("happy"))
+    finally:
+        with db.connect(targets["production"]) as conn:
+            conn.execute(f'ALTER DATABASE "{staging_db}" ALLOW_CONNECTIONS true')
+    assert state == "failed" and states["preflight"] == "failed"
+    assert states["rollback_production"] == "skipped"
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert f"**production**: {left}" in summary
+    assert "nothing to roll back: this run never applied it" in summary
+
+    # down.sql edited after the apply: refused at preflight, and never executed anywhere.
+    down = bundles_dir / load_bundle(VERSION).path.name / "down.sql"
+    original = down.read_text()
+    down.write_text(
+        original.replace("BEGIN;", "BEGIN;\nCREATE TABLE public.edited_down_ran ();", 1)
+    )
+    try:
+        run_id, state, states = run(airflow, conf("happy"))
+    finally:
+        down.write_text(original)
+    assert state == "failed" and states["preflight"] == "failed"
+    assert (
+        "not the one the ledger recorded"
+        in (artifacts(airflow, run_id) / "failures/preflight.txt").read_text()
+    )
+    for dsn in targets.values():
+        assert migrated(dsn) and outcomes(dsn) == ["applied"]
+        with db.connect(dsn) as conn:
+            assert (
+                conn.execute("SELECT to_regclass('public.edited_down_ran')").fetchone()[0] is None
+            )
+            assert conn.execute("SELECT count(*) FROM rollout.lease").fetchone()[0] == 0
+
+
+def test_a_migration_that_loses_a_row_on_a_live_production_is_caught(airflow, e2e_targets):
+    """Its up deletes an allocation only production has (one the application marked for
+    maintenance) while the application writes: refused inside its own transaction, the row
+    kept, production unchanged; staging, where it deleted nothing, keeps the change."""
+    targets = e2e_targets["lossy"]
+    with db.connect(targets["production"]) as conn:
+        victim = conn.execute(
+            "UPDATE allocations SET is_maintenance = true"
+            " WHERE id = (SELECT id FROM allocations WHERE NOT shadow LIMIT 1) RETURNING id"
+        ).fetchone()[0]
+    with LiveApplication(targets["production"]) as app:
+        run_id, state, states = run(airflow, conf("lossy", version=LOSSY))
+    assert app.committed() > 10
+    assert state == "failed" and states["apply_production"] == "failed", explain(
+        airflow, run_id, states
+    )
+    assert states["rollback_production"] == "skipped"
+    failure = (artifacts(airflow, run_id) / "failures/apply_production.txt").read_text()
+    assert "up.sql deleted 1 row(s) of public.allocations" in failure
+    with db.connect(targets["production"]) as conn:
+        assert conn.execute("SELECT 1 FROM allocations WHERE id = %s", (victim,)).fetchone()
+    assert not migrated(targets["production"])
+    assert outcomes(targets["production"]) == ["refused"]
+    assert migrated(targets["staging"])
+
+
+def test_two_dags_never_roll_out_to_one_target_at_once(airflow, e2e_targets):
+    """While migration_rollout waits at its gate, fleet_rollout on the same targets is refused
+    at preflight, naming the run that holds them."""
+    first = airflow.trigger(conf("lease"))
+    airflow.wait_for_task(first, "approve_production", ("awaiting_input",))
+    second = airflow.trigger(
+        {"staging_conn_id": "s_lease", "production_targets": ["p_lease"], "monitor_period_s": 0},
+        "fleet_rollout",
+    )
+    state, states = follow_run(
+        airflow, second, lambda _m: None, approve=None, timeout_s=300, dag_id="fleet_rollout"
+    )
+    assert state == "failed" and states["preflight"] == "failed"
+    refusal = (artifacts(airflow, second, "fleet_rollout") / "failures/preflight.txt").read_text()
+    assert f"another rollout holds this database: run {first} of migration_rollout" in refusal
+    airflow.answer_when_settled(first, "Reject")
+    state, _ = follow_run(airflow, first, lambda _m: None, approve=None, timeout_s=300)
+    assert state == "failed"
+    for dsn in e2e_targets["lease"].values():
+        with db.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM rollout.lease").fetchone()[0] == 0
+
+
+def test_a_killed_apply_leaves_production_whole_and_a_rerun_converges(airflow, e2e_targets):
+    """The apply's task process killed while it holds the allocations lock, then while it
+    waits for it: each time production is as before, nothing of the step lives on, and a
+    re-run applies it."""
+    targets = e2e_targets["killed"]
+    production = targets["production"]
+    holding = conf("killed", version=SLOW)
+    run_id = airflow.trigger(holding)
+    approve_when_asked(airflow, run_id)
+    pid = _apply_session(production, lambda row: row["wait_event"] == "PgSleep")
+    os.kill(pid, signal.SIGKILL)
+    state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=300)
+    assert state == "failed" and states["apply_production"] == "failed"
+    assert states["rollback_production"] == "skipped"
+    _assert_nothing_left(production)
+
+    with db.connect(production, autocommit=False) as reader:
+        reader.execute("SELECT count(*) FROM allocations")  # ACCESS SHARE until rollback
+        run_id = airflow.trigger({**holding, "lock_timeout_ms": 120000, "lock_retries": 0})
+        approve_when_asked(airflow, run_id)
+        pid = _apply_session(production, lambda row: row["wait_event_type"] == "Lock")
+        os.kill(pid, signal.SIGKILL)
+        state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=300)
+        reader.rollback()
+    assert state == "failed" and states["apply_production"] == "failed"
+    _assert_nothing_left(production)
+
+    run_id, state, states = run(airflow, holding)
+    assert state == "success", explain(airflow, run_id, states)
+    assert migrated(production) and outcomes(production)[-1] == "applied"
+
+
+def _apply_session(dsn: str, ready, timeout_s: float = 120) -> int:
+    """The pid of the production apply's task process, once its session is `ready`."""
+    deadline = time.monotonic() + timeout_s
+    with db.connect(dsn) as conn:
+        while time.monotonic() < deadline:
+            rows = conn.execute(
+                "SELECT application_name, wait_event_type, wait_event FROM pg_stat_activity"
+                " WHERE application_name LIKE 'rollout-apply p%%' AND datname = current_database()"
+            ).fetchall()
+            for name, wait_type, wait in rows:
+                if ready({"wait_event_type": wait_type, "wait_event": wait}):
+                    return int(name.split()[1][1:])  # "rollout-apply p<pid> <run id>"
+            time.sleep(0.2)
+    raise AssertionError("the production apply never got there")
+
+
+def _assert_nothing_left(dsn: str) -> None:
+    assert not migrated(dsn)
+    with db.connect(dsn) as conn:
+        deadline = time.monotonic() + 15
+        while (
+            time.monotonic() < deadline
+            and conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rollout-apply%%'"
+                " AND datname = current_database()"
+            ).fetchone()[0]
+        ):
+            time.sleep(0.2)
+        assert not conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rollout-apply%%'"
+            " AND datname = current_database()"
+        ).fetchone()[0]
+        assert conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]
+        conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
 
 def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
@@ -196,8 +388,7 @@ def test_production_regression_rolls_production_back(airflow, e2e_targets, mailb
 
 def approve_when_asked(airflow, run_id: str) -> None:
     airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
-    time.sleep(APPROVAL_GRACE_S)
-    airflow.answer(run_id, "Approve")
+    airflow.answer_when_settled(run_id, "Approve")
 
 
 def test_lock_contention_in_production_fails_cleanly(airflow, e2e_targets):
@@ -227,11 +418,25 @@ def test_bad_parameters_and_a_missing_connection_fail_before_any_change(airflow,
     failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
     assert "window_timezone" in failure
 
+    # The report and the rollbacks still run: a summary, the reasons, the outcome notice.
+    assert states["report"] == "failed" and states["rollback_staging"] == "skipped"
+    folder = artifacts(airflow, run_id)
+    assert "refused before any change" in (folder / "summary.md").read_text()
+    assert (folder / "notifications/01-outcome.md").is_file()
+
     run_id, state, states = run(airflow, conf("params", production_conn_id="missing_conn"))
     assert state == "failed" and states["preflight"] == "failed"
     failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
     assert "'missing_conn' is not defined" in failure
+    assert states["rollback_staging"] == states["rollback_production"] == "skipped"
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert (
+        "**production**: unknown (the Airflow connection 'missing_conn' is not defined" in summary
+    )
+    assert (artifacts(airflow, run_id) / "notifications/01-outcome.md").is_file()
     assert not migrated(targets["staging"]) and outcomes(targets["staging"]) == []
+    with db.connect(targets["staging"]) as conn:  # the lease preflight took is given back
+        assert conn.execute("SELECT count(*) FROM rollout.lease").fetchone()[0] == 0
 
 
 def test_no_answer_in_time_counts_as_a_rejection(airflow, e2e_targets, mailbox):
@@ -249,11 +454,17 @@ def test_a_passed_window_leaves_production_untouched(airflow, e2e_targets):
     targets = e2e_targets["window"]
     run_id, state, states = run(airflow, conf("window", window_start="2020-01-01 02:00"))
     assert state == "failed"
-    assert states["wait_for_window"] == "failed"
+    # Refused before anyone is asked: the gate never opens, staging keeps the change.
+    assert states["check_window_and_budget"] == "failed"
+    assert states["approve_production"] == "upstream_failed"
     assert states["apply_production"] == "upstream_failed"
+    assert states["rollback_staging"] == "skipped"
     assert not migrated(targets["production"]) and migrated(targets["staging"])
-    failure = (artifacts(airflow, run_id) / "failures" / "wait_for_window.txt").read_text()
-    assert "has passed" in failure and "production untouched" in failure
+    failure = (artifacts(airflow, run_id) / "failures" / "check_window_and_budget.txt").read_text()
+    assert "has passed" in failure and "nobody is asked to approve" in failure
+    assert not airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"]
 
 
 def test_a_rollback_blocked_by_data_fails_with_the_report_and_deletes_nothing(airflow, e2e_targets):
@@ -269,8 +480,7 @@ def test_a_rollback_blocked_by_data_fails_with_the_report_and_deletes_nothing(ai
             "FROM allocations WHERE NOT shadow LIMIT 1"
         )
         before = conn.execute("SELECT count(*) FROM allocations").fetchone()[0]
-    time.sleep(APPROVAL_GRACE_S)
-    airflow.answer(run_id, "Reject")
+    airflow.answer_when_settled(run_id, "Reject")
     state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=300)
     assert state == "failed" and states["rollback_staging"] == "failed"
     folder = artifacts(airflow, run_id)

@@ -350,7 +350,8 @@ def test_a_killed_step_leaves_no_session_no_lock_behind(targets, tmp_path):
 
 def _sessions(conn, prefix: str) -> list[str]:
     rows = conn.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s"
+        " AND datname = current_database()",
         (f"{prefix}%",),
     ).fetchall()
     return [r[0] for r in rows]
