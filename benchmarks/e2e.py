@@ -22,7 +22,7 @@ from applies import psql_file
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
 from rollout import steps
-from rollout.airflow_stack import AirflowStack, free_port
+from rollout.airflow_stack import APPROVER, AirflowStack, free_port
 from rollout.artifacts import ArtifactDir
 from rollout.demo_rollout import follow_run
 from rollout.migrations import load_bundle
@@ -30,7 +30,7 @@ from rollout.paths import sql_text
 from rollout.settings import RolloutSettings
 
 GOAL_S = 180.0
-PARAMS = {"monitor_period_s": 0}
+PARAMS = {"monitor_period_s": 0, "approvers": [APPROVER]}
 WAITS = ("approve_production", "wait_for_window")  # a person, a clock: not the rollout's time
 
 

@@ -25,7 +25,7 @@ import psutil
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
 from rollout import db, ledger
-from rollout.airflow_stack import FLEET_DAG_ID, AirflowStack, free_port
+from rollout.airflow_stack import APPROVER, FLEET_DAG_ID, AirflowStack, free_port
 from rollout.demo_rollout import follow_run
 from rollout.fleet import MAX_WAVES
 
@@ -82,7 +82,8 @@ def measure_fleet(
     names = [f"bench_fleet_{i:03d}" for i in range(targets)]
     wave_size = max(1, math.ceil((targets - 1) / (MAX_WAVES - 1)))
     params = {"staging_conn_id": "bench_staging", "production_targets": ["bench_fleet_*"],
-              "canary_size": 1, "wave_size": wave_size, "monitor_period_s": 0}  # fmt: skip
+              "canary_size": 1, "wave_size": wave_size, "monitor_period_s": 0,
+              "approvers": [APPROVER]}  # fmt: skip
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as home:
         dsns = {n: stack.enter_context(seeded_database(admin, allocations)) for n in names}
         dsns["bench_staging"] = stack.enter_context(seeded_database(admin, allocations))

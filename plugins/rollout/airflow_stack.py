@@ -24,7 +24,9 @@ from rollout.fleet import FLEET_POOL
 from rollout.paths import PROJECT_ROOT, STATE_DIR
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
-ADMIN_USER = "admin"
+ADMIN_USER = "admin"  # triggers runs
+APPROVER = "reviewer"  # approves them: four eyes, even on a laptop
+USERS = (ADMIN_USER, APPROVER)
 DAG_ID = "migration_rollout"
 FLEET_DAG_ID = "fleet_rollout"
 REDIS_BROKER = "redis://127.0.0.1:6379/0"
@@ -50,7 +52,7 @@ class AirflowStack:
     parallelism: int = 4
     fleet_pool_slots: int = int(os.environ.get("ROLLOUT_FLEET_CONCURRENCY", "4"))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    _token: str | None = None
+    _tokens: dict[str, str] = field(default_factory=dict)
     _scheduler_log_offset: int = 0
     _processed_events: set[tuple[str, str, str, int]] = field(default_factory=set)
 
@@ -60,7 +62,10 @@ class AirflowStack:
 
     @property
     def password(self) -> str:
-        return json.loads(self._passwords_file.read_text())[ADMIN_USER]
+        return self.password_of(ADMIN_USER)
+
+    def password_of(self, user: str) -> str:
+        return json.loads(self._passwords_file.read_text())[user]
 
     @property
     def _passwords_file(self) -> Path:
@@ -76,8 +81,12 @@ class AirflowStack:
 
     def env(self) -> dict[str, str]:
         self.home.mkdir(parents=True, exist_ok=True)
-        if not self._passwords_file.exists():
-            self._passwords_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(9)}))
+        known = (
+            json.loads(self._passwords_file.read_text()) if self._passwords_file.exists() else {}
+        )
+        if set(USERS) - set(known):  # a home made before the approver existed gains one
+            known.update({u: secrets.token_urlsafe(9) for u in USERS if u not in known})
+            self._passwords_file.write_text(json.dumps(known))
             self._passwords_file.chmod(0o600)
         env = {
             **os.environ,
@@ -91,7 +100,7 @@ class AirflowStack:
             "AIRFLOW__CORE__AUTH_MANAGER": (
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
             ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in USERS),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._passwords_file),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -214,15 +223,18 @@ class AirflowStack:
 
     # --- REST API: what the UI does ----------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if self._token is None:
+    def request(
+        self, method: str, path: str, *, user: str = ADMIN_USER, **kwargs: Any
+    ) -> httpx.Response:
+        """A REST call as `user` (a token from /auth/token, as the UI's login gets one)."""
+        if user not in self._tokens:
             response = httpx.post(
                 f"{self.url}/auth/token",
-                json={"username": ADMIN_USER, "password": self.password}, timeout=30,
+                json={"username": user, "password": self.password_of(user)}, timeout=30,
             )  # fmt: skip
             response.raise_for_status()
-            self._token = response.json()["access_token"]
-        headers = {"Authorization": f"Bearer {self._token}"}
+            self._tokens[user] = response.json()["access_token"]
+        headers = {"Authorization": f"Bearer {self._tokens[user]}"}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
 
     def _healthy(self) -> bool:
@@ -294,13 +306,15 @@ class AirflowStack:
         return [d for d in response.json()["hitl_details"] if not d.get("response_received")]
 
     def answer(self, run_id: str, option: str, task_id: str = "approve_production",
-               dag_id: str = DAG_ID, map_index: int = -1) -> dict:  # fmt: skip
-        """Exactly the call the UI's Required Actions page makes when a person clicks."""
+               dag_id: str = DAG_ID, map_index: int = -1, user: str = APPROVER) -> dict:  # fmt: skip
+        """Exactly the call the UI's Required Actions page makes when a person clicks (by
+        default the approver's: the admin triggers, four eyes approve)."""
         response = self.request(
             "PATCH",
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}"
             "/hitlDetails",
             json={"chosen_options": [option], "params_input": {}},
+            user=user,
         )
         if response.status_code >= 400:
             raise RolloutError(
@@ -331,14 +345,14 @@ class AirflowStack:
 
     def answer_when_settled(
         self, run_id: str, option: str, task_id: str = "approve_production",
-        dag_id: str = DAG_ID, map_index: int = -1, timeout: float = 120,
+        dag_id: str = DAG_ID, map_index: int = -1, timeout: float = 120, user: str = APPROVER,
     ) -> dict:  # fmt: skip
         """Answer a gate once it is parked for input and the scheduler knows it (gate_settled)."""
         self.wait_until(
             lambda: self.gate_settled(run_id, task_id, dag_id, map_index), timeout,
             f"{task_id} of {run_id} to be parked for input",
         )  # fmt: skip
-        return self.answer(run_id, option, task_id, dag_id, map_index)
+        return self.answer(run_id, option, task_id, dag_id, map_index, user)
 
     def required_actions_url(
         self, run_id: str, task_id: str = "approve_production", dag_id: str = DAG_ID

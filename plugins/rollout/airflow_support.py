@@ -278,6 +278,12 @@ def window_poke(context: Any, run: Run, predict: Any, untouched: str) -> Any:
     )
 
 
+def assigned_users(settings: RolloutSettings, triggered_by: str | None) -> list[dict[str, str]]:
+    """The gate's assignees (Airflow refuses anyone else's answer with 403); the person who
+    triggered the run is never one, unless four eyes are waived."""
+    return [{"id": u, "name": u} for u in settings.approval_assignees(triggered_by)]
+
+
 class ProductionApproval(ApprovalOperator):
     """The production gate: Airflow's own approval operator (Approve / Reject in the UI, the
     same call over the REST API), with its text, assignees and deadline taken from the run.
@@ -311,8 +317,7 @@ class ProductionApproval(ApprovalOperator):
         dag_run = context["dag_run"]
         self.body = approval_body(run, facts, run_page_url(dag_run.dag_id, dag_run.run_id))
         self.response_timeout = dt.timedelta(hours=s.approval_timeout_h)
-        if s.approvers:
-            self.assigned_users = [{"id": user, "name": user} for user in s.approvers]
+        self.assigned_users = assigned_users(s, run.actor)
         log.info("approval requested: %s", self.subject)
         log.info("%s", self.body)
         return super().execute(context)
@@ -396,7 +401,6 @@ class WaveApproval(ApprovalOperator):
             ]
         )
         self.response_timeout = dt.timedelta(hours=settings.rollout.approval_timeout_h)
-        if settings.rollout.approvers:
-            self.assigned_users = [{"id": u, "name": u} for u in settings.rollout.approvers]
+        self.assigned_users = assigned_users(settings.rollout, run_from_context(context).actor)
         log.info("approval requested: %s", self.subject)
         return super().execute(context)

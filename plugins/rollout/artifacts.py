@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollout.secrets import scrub
+
 
 @dataclass
 class ArtifactDir:
@@ -32,7 +34,7 @@ class ArtifactDir:
     def write_bytes(self, name: str, data: bytes) -> Any:
         target = self.path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        target.write_bytes(scrub(data))  # no password this process knows is ever written
         self.written.append(name)
         return target
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rollout.artifacts import ArtifactDir, as_artifact_dir
 from rollout.paths import PROJECT_ROOT
+from rollout.secrets import scrub_text, split_password
 
 SUITE_DIR = PROJECT_ROOT / "tests" / "assignment"
 
@@ -43,9 +44,19 @@ def run_assignment_suite(
     dsn: str, artifacts: ArtifactDir | Path | str, timeout_s: int = 600
 ) -> AssignmentResult:
     out = as_artifact_dir(artifacts)
-    junit = out.path("assignment-junit.xml")
+    # pytest prints a failing test's arguments, the DSN among them: the password goes to the
+    # child through PGPASSWORD instead, and what it writes is scrubbed on top of that.
+    bare_dsn, password = split_password(dsn)
+    child_env = {
+        **os.environ,
+        "ROLLOUT_ASSIGNMENT_DSN": bare_dsn,
+        "PGOPTIONS": "-c lock_timeout=30s",
+    }  # no test may wait on a lock for long
+    if password:
+        child_env["PGPASSWORD"] = password
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rollout-assignment-") as basetemp:
+        junit = Path(basetemp) / "assignment-junit.xml"
         command = [
             sys.executable, "-m", "pytest", str(SUITE_DIR),
             f"--confcutdir={SUITE_DIR}",  # the project's own conftest (its database fixtures) stays out
@@ -54,17 +65,17 @@ def run_assignment_suite(
             f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",
         ]  # fmt: skip
         completed = subprocess.run(
-            command, cwd=PROJECT_ROOT, env={**os.environ, "ROLLOUT_ASSIGNMENT_DSN": dsn,
-                                            # no test may wait on a lock for long
-                                            "PGOPTIONS": "-c lock_timeout=30s"},
+            command, cwd=PROJECT_ROOT, env=child_env,
             capture_output=True, text=True, timeout=timeout_s,
         )  # fmt: skip
-    out.write_text("assignment-output.txt", completed.stdout + completed.stderr)
-    if not Path(junit).is_file():
-        raise RuntimeError(f"the assignment suite did not run: {completed.stderr.strip()[-2000:]}")
-    out.written.append("assignment-junit.xml")
-    result = _parse_junit(Path(junit), time.perf_counter() - started)
-    out.write_text("assignment-report.md", _markdown(Path(junit), result))
+        out.write_text("assignment-output.txt", completed.stdout + completed.stderr)
+        if not junit.is_file():
+            raise RuntimeError(
+                "the assignment suite did not run: " + scrub_text(completed.stderr.strip()[-2000:])
+            )
+        out.write_bytes("assignment-junit.xml", junit.read_bytes())  # scrubbed on the way
+        result = _parse_junit(junit, time.perf_counter() - started)
+        out.write_text("assignment-report.md", _markdown(junit, result))
     return result
 
 

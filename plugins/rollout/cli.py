@@ -84,8 +84,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     stack = start_stack(args.allocations, args.seed, reset=args.reset, say=_say, fleet=args.fleet)
     with stack:
+        from rollout.airflow_stack import APPROVER
+
         print(f"\nAirflow UI: {stack.url}  (user admin, password {stack.password})")
-        print("Trigger migration_rollout there, then approve it under Required Actions.")
+        print(
+            f'Trigger migration_rollout there with approvers ["{APPROVER}"], then log in as '
+            f"{APPROVER} (password {stack.password_of(APPROVER)}) and approve it under Required "
+            "Actions: four eyes, the person who triggers a run never approves it."
+        )
         print("Ctrl-C stops Airflow (the databases keep running; make stop stops them).")
         try:
             while all(p.poll() is None for p in stack.processes.values()):
@@ -159,7 +165,8 @@ def _migrate(args: argparse.Namespace, bundle) -> int:
             if result["noop"]:
                 _say(f"{bundle.version}: nothing to do ({result['state']})")
             return 0
-        result = steps.rollback_target(run, "target", applied_by=args.applied_by)
+        applied_by = args.applied_by or _cli_owner(run, bundle)
+        result = steps.rollback_target(run, "target", applied_by=applied_by)
         if result["action"] == "not_owned":
             print(
                 f"rollout: {bundle.version} was applied by run {result['applied_by']}; a rollback "
@@ -173,6 +180,17 @@ def _migrate(args: argparse.Namespace, bundle) -> int:
         return 0
     finally:
         steps.release_leases(run, ["target"])
+
+
+def _cli_owner(run, bundle) -> str | None:
+    """The run that applied the version, when it was the CLI's own (a person's `migrate up`):
+    by hand, what was applied by hand is rolled back without naming it; a DAG run's work must
+    be named (--applied-by)."""
+    from rollout import ledger
+
+    with run.connect("target", "status") as conn:
+        state = ledger.version_state(conn, bundle.version)
+    return state.run_id if state.applied and (state.run_id or "").startswith("cli__") else None
 
 
 def cmd_lease(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rollout.errors import RolloutError, TargetUnavailable
 from rollout.paths import sql_text
+from rollout.secrets import remember_dsn
 
 CONNECT_TIMEOUT_S = 5
 
@@ -28,6 +29,7 @@ def connect(
     and a read never leaves one open holding locks or an old snapshot. `session_settings` are
     set for the whole session at connect time (libpq `options`, after any the DSN has).
     """
+    remember_dsn(dsn)  # never to be written to an artifact (rollout.secrets)
     params: dict[str, object] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": "rollout",

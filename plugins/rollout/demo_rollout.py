@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rollout.airflow_stack import DAG_ID, FINISHED, FLEET_DAG_ID, AirflowStack
+from rollout.airflow_stack import APPROVER, DAG_ID, FINISHED, FLEET_DAG_ID, AirflowStack
 from rollout.artifacts import list_tree
 from rollout.demo import TARGETS, prepare_fleet, prepare_target
 from rollout.steps import headline_artifacts
@@ -72,8 +72,9 @@ def follow_run(
             say(f"approval waiting: {pending.get('subject')}")
             say(
                 "  a person approves at "
-                f"{stack.required_actions_url(run_id, ti['task_id'], dag_id)} (user admin, "
-                f"password in {stack.home / 'passwords.json'})"
+                f"{stack.required_actions_url(run_id, ti['task_id'], dag_id)} (user "
+                f"{APPROVER}, not the admin who triggered it; passwords in "
+                f"{stack.home / 'passwords.json'})"
             )
             say(
                 f"  this demo answers {approve!r} through the same REST call the UI makes: "
@@ -101,6 +102,7 @@ def run_demo(
     from rollout.airflow_support import run_artifacts
 
     dag_id = FLEET_DAG_ID if fleet else DAG_ID
+    conf = {"approvers": [APPROVER], **conf}  # four eyes: the admin triggers, the reviewer approves
     if fleet:
         conf = {**conf, "production_targets": ["rollout_fleet_*"], "canary_size": 1,
                 "wave_size": 2}  # fmt: skip

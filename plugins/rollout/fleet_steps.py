@@ -36,7 +36,7 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
     bundle = run.bundle
     run.say(
         f"fleet preflight: {bundle.path.name}, {len(settings.targets)} production targets in "
-        f"{len(settings.waves)} waves"
+        f"{len(settings.waves)} waves; approved by {run.settings.describe_approvers(run.actor)}"
     )
     run.artifacts.write_json(
         "run.json",

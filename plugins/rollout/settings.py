@@ -115,8 +115,15 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
     ),
     "approvers": (
         None,  # "null" in the type: the trigger form lets an optional field stay empty
-        {"type": ["null", "array"], "items": {"type": "string"}},
-        "Airflow user ids allowed to approve; empty: any user with access.",
+        {"type": ["null", "array"], "items": {"type": "string", "minLength": 1}},
+        "Airflow user ids who may approve production (required: four eyes, so never only the "
+        "person who triggers the run).",
+    ),
+    "waive_four_eyes": (
+        False,
+        {"type": "boolean"},
+        "Let anyone with access approve production, the person who triggered the run included. "
+        "For a sandbox; never for a real production.",
     ),
     "staging_has_writers": (
         False,
@@ -149,6 +156,39 @@ class RolloutSettings:
     approvers: list[str] = field(default_factory=list)
     approval_timeout_h: float = 24.0
     staging_has_writers: bool = False
+    waive_four_eyes: bool = False
+
+    def approval_assignees(self, triggered_by: str | None) -> list[str]:
+        """Who may answer the production gate: the approvers, never the person who triggered
+        the run (four eyes); [] means anyone with access, only when waive_four_eyes says so.
+        SettingsError, naming the field, when nobody else could answer."""
+        if self.waive_four_eyes:
+            return list(self.approvers)
+        if not self.approvers:
+            raise SettingsError(
+                "approvers: name the Airflow users who may approve production (four eyes: "
+                "someone other than the person who triggers the run); or, for a sandbox only, "
+                "set waive_four_eyes deliberately"
+            )
+        others = [user for user in self.approvers if user != triggered_by]
+        if not others:
+            raise SettingsError(
+                f"approvers: only {triggered_by}, who triggered this run, is named; four eyes "
+                "need someone else: add another approver (or, for a sandbox only, set "
+                "waive_four_eyes deliberately)"
+            )
+        return others
+
+    def describe_approvers(self, triggered_by: str | None) -> str:
+        """Who may answer, for the gate's text."""
+        assignees = self.approval_assignees(triggered_by)
+        if not assignees:
+            return "anyone with access to this DAG (four eyes waived)"
+        mine = triggered_by if triggered_by in self.approvers else None
+        excluded = (
+            f" (not {mine}, who triggered this run)" if mine and not self.waive_four_eyes else ""
+        )
+        return ", ".join(assignees) + excluded
 
     @property
     def lock_retries_policy(self) -> LockRetries:

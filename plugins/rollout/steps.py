@@ -131,6 +131,10 @@ def preflight(run: Run) -> dict[str, Any]:
     else rolling out; the "before" of each target kept for the diff and a rollback."""
     bundle = run.bundle
     run.say(f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}")
+    # Four eyes: someone other than the person who triggered the run must be able to approve.
+    run.say(
+        f"preflight: production may be approved by {run.settings.describe_approvers(run.actor)}"
+    )
     result: dict[str, Any] = {"version": bundle.version, "checksum": bundle.checksum}
     s = run.settings
     run.artifacts.write_json(
@@ -462,6 +466,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"{s.regression_threshold:g}x the baseline → {s.on_regression.replace('_', ' ')}",
             f"- Reject (or no answer in {s.approval_timeout_h:g} h) → production untouched, "
             f"staging: {s.on_reject.replace('_', ' ')}",
+            f"- Who may answer: {s.describe_approvers(run.actor)}",
             "",
             f"Artifacts: {artifacts_url}",
         ]

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from rollout.errors import TargetUnavailable
+from rollout.secrets import remember
 
 # Connection extras that libpq understands and a hosted database may need.
 LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "options", "target_session_attrs")
@@ -42,4 +43,5 @@ def resolve_target(conn_id: str) -> str:
         ) from None
     if not conn.host and not conn.schema:
         raise TargetUnavailable(f"the Airflow connection {conn_id!r} names no host or database")
+    remember(conn.password)  # never to be written to an artifact (rollout.secrets)
     return dsn_from_connection(conn)

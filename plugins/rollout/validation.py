@@ -28,6 +28,7 @@ from rollout.artifacts import ArtifactDir, as_artifact_dir
 from rollout.catalog import CatalogCheck, run_catalog_checks
 from rollout.errors import RolloutError
 from rollout.paths import PROJECT_ROOT
+from rollout.secrets import split_password
 
 log = logging.getLogger(__name__)
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
@@ -159,7 +160,13 @@ def run_suite(
             # add_postgres would be the specific choice, but it rejects socket-directory URLs
             # (the embedded clusters'); the generic SQL source runs the same SQL.
             warnings.simplefilter("ignore", GxDatasourceWarning)
-            source = context.data_sources.add_sql("target", connection_string=sqlalchemy_url(dsn))
+            # The password as a connection argument, not in the URL GX may repeat somewhere.
+            bare_dsn, password = split_password(dsn)
+            source = context.data_sources.add_sql(
+                "target",
+                connection_string=sqlalchemy_url(bare_dsn),
+                kwargs={"connect_args": {"password": password}} if password else {},
+            )
         definitions = []
         for table, expectations in spec["tables"].items():
             batch = source.add_table_asset(table, table_name=table)

@@ -73,7 +73,17 @@ SCENARIOS = {
     "window": 3000,
     "blocked": 3000,
     "browser": 3000,
+    "bad_tests": 3000,
 }
+# Every connection the stack gets carries this password (the servers trust local connections
+# and ignore it): test_secrets_sweep.py then looks for it in every artifact, log and XCom.
+SENTINEL_PASSWORD = f"s3ntinel-{uuid.uuid4().hex[:12]}"
+
+
+def with_sentinel(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**{**conninfo_to_dict(dsn), "password": SENTINEL_PASSWORD})
 
 
 # Fleet scenario -> how many production targets. The targets alternate between the embedded
@@ -194,11 +204,11 @@ def airflow(
     home = tmp_path_factory.mktemp("airflow")
     connections = {}
     for scenario, dsns in e2e_targets.items():
-        connections[f"s_{scenario}"] = dsns["staging"]
-        connections[f"p_{scenario}"] = dsns["production"]
+        connections[f"s_{scenario}"] = with_sentinel(dsns["staging"])
+        connections[f"p_{scenario}"] = with_sentinel(dsns["production"])
     for scenario, dsns in fleet_targets.items():
         for key, dsn in dsns.items():
-            connections[f"s_{scenario}" if key == "staging" else key] = dsn
+            connections[f"s_{scenario}" if key == "staging" else key] = with_sentinel(dsn)
     smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": mailbox.port,
             "extra": {"disable_tls": True, "disable_ssl": True}}  # fmt: skip
     # The email notifier, plugged in by configuration only, as README.md says.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rollout.airflow_stack import APPROVER
 from rollout.paths import STATE_DIR
 
 pytestmark = pytest.mark.slow
@@ -54,13 +55,20 @@ def wait_for(check, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_person_approves_in_the_browser(airflow, browser_page):
-    page = browser_page
+def log_in(airflow, page, user: str) -> None:
+    page.context.clear_cookies()
     page.goto(f"{airflow.url}/auth/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", airflow.password)
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", airflow.password_of(user))
     page.keyboard.press("Enter")
     page.wait_for_url(lambda url: "/auth/login" not in url)
+
+
+def test_a_person_approves_in_the_browser(airflow, browser_page):
+    """The admin triggers, naming the reviewer as approver; the reviewer approves (four eyes:
+    the admin is not offered the gate)."""
+    page = browser_page
+    log_in(airflow, page, "admin")
 
     # Trigger through the DAG's own form, pointing it at this test's targets.
     page.goto(f"{airflow.url}/dags/migration_rollout")
@@ -68,6 +76,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
     page.locator("[name=element_staging_conn_id]").fill("s_browser")
     page.locator("[name=element_production_conn_id]").fill("p_browser")
     page.locator("[name=element_monitor_period_s]").fill("0")
+    page.locator("[name=element_approvers]").fill(APPROVER)
     shot(page, "1-trigger-form")
     known = {r["dag_run_id"] for r in runs(airflow)}
     page.get_by_role("button", name="Trigger").last.click()
@@ -75,16 +84,19 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
                    60, "the triggered run")  # fmt: skip
     run_id = run["dag_run_id"]
     assert run["conf"]["staging_conn_id"] == "s_browser"
+    assert run["conf"]["approvers"] == [APPROVER]
 
     airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
     # Clicked once the gate is parked as far as the scheduler knows (AirflowStack.gate_settled).
     airflow.wait_until(lambda: airflow.gate_settled(run_id), 120, "the gate to be parked")
+    log_in(airflow, page, APPROVER)
     page.goto(airflow.required_actions_url(run_id))
     page.get_by_text(
         "Apply 20251113203000_capacity_overlap_and_confirm_cache to production?"
     ).first.wait_for()
     body = page.locator("body").inner_text()
     assert "predicted lock on allocations" in body and "Maintenance window" in body
+    assert f"Who may answer: {APPROVER}" in body
     shot(page, "2-approval")
     page.get_by_role("button", name="Approve").first.click()
 
@@ -97,7 +109,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
     ).json()["hitl_details"][0]
     assert details["chosen_options"] == ["Approve"]
-    assert details["responded_by_user"]["name"] == "admin"
+    assert details["responded_by_user"]["name"] == APPROVER
 
     # The artifacts, through the plugin page, on the browser's own login.
     page.goto(f"{airflow.url}/rollout/runs/migration_rollout/{run_id}/")

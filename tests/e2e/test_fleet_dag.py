@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollout import db
+from rollout.airflow_stack import APPROVER
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from tests.target_state import migrated, outcomes
@@ -28,7 +29,7 @@ BAD_FUNCTION = (
 def fleet_conf(scenario: str, **params) -> dict:
     return {"staging_conn_id": f"s_{scenario}", "production_targets": [f"f_{scenario}_*"],
             "canary_size": 1, "wave_size": 2, "monitor_period_s": 0, "lock_retries": 1,
-            "retry_backoff_s": 0.5, **params}  # fmt: skip
+            "retry_backoff_s": 0.5, "approvers": [APPROVER], **params}  # fmt: skip
 
 
 def run_fleet(airflow, params: dict) -> tuple[str, dict]:

@@ -14,8 +14,10 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from rollout import db
+from rollout.airflow_stack import APPROVER
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
+from rollout.errors import RolloutError
 from rollout.ledger import ADVISORY_LOCK_KEY
 from rollout.migrations import load_bundle
 from rollout.workload import LiveApplication
@@ -33,7 +35,8 @@ STORY = [
 
 def conf(scenario: str, **params) -> dict:
     return {"staging_conn_id": f"s_{scenario}", "production_conn_id": f"p_{scenario}",
-            "monitor_period_s": 0, "lock_retries": 1, "retry_backoff_s": 0.5, **params}  # fmt: skip
+            "monitor_period_s": 0, "lock_retries": 1, "retry_backoff_s": 0.5,
+            "approvers": [APPROVER], **params}  # fmt: skip
 
 
 def artifacts(airflow, run_id: str, dag_id: str = "migration_rollout") -> Path:
@@ -243,7 +246,12 @@ def test_two_dags_never_roll_out_to_one_target_at_once(airflow, e2e_targets):
     first = airflow.trigger(conf("lease"))
     airflow.wait_for_task(first, "approve_production", ("awaiting_input",))
     second = airflow.trigger(
-        {"staging_conn_id": "s_lease", "production_targets": ["p_lease"], "monitor_period_s": 0},
+        {
+            "staging_conn_id": "s_lease",
+            "production_targets": ["p_lease"],
+            "monitor_period_s": 0,
+            "approvers": [APPROVER],
+        },
         "fleet_rollout",
     )
     state, states = follow_run(
@@ -332,7 +340,18 @@ def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
     airflow, e2e_targets, mailbox
 ):
     targets = e2e_targets["reject"]
-    run_id, state, states = run(airflow, conf("reject"), approve="Reject")
+    # Four eyes: the admin who triggers may be named, but is never asked; their answer is refused.
+    run_id = airflow.trigger(conf("reject", approvers=["admin", APPROVER]))
+    airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",))
+    with pytest.raises(RolloutError, match=r"refused \(403\)"):
+        airflow.answer_when_settled(run_id, "Approve", user="admin")
+    gate = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"][0]
+    assert [u["id"] for u in gate["assigned_users"]] == [APPROVER]
+    assert f"Who may answer: {APPROVER} (not admin, who triggered this run)" in gate["body"]
+    airflow.answer(run_id, "Reject")
+    state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=600)
     assert state == "failed"
     assert states["approve_production"] == "failed"
     assert states["rollback_staging"] == "success"
@@ -357,6 +376,28 @@ def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets, 
     failure = (artifacts(airflow, run_id) / "failures" / "validate_staging.txt").read_text()
     assert "capacity_outbox" in failure
     assert_notified(airflow, mailbox, run_id, "failed on staging", gate=False)
+
+
+def test_failing_assignment_tests_roll_staging_back(airflow, e2e_targets):
+    """Staging behaves wrongly where only the application's own tests look: the tests fail,
+    staging is rolled back, and their report names each failure (without the password the
+    failing tests were given)."""
+    targets = e2e_targets["bad_tests"]
+    with db.connect(targets["staging"]) as conn:  # a trigger that refuses new restaurants
+        conn.execute(
+            "CREATE FUNCTION public.refuse_new_restaurants() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RAISE EXCEPTION 'restaurants are frozen'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER restaurants_frozen BEFORE INSERT ON public.restaurants"
+            " FOR EACH ROW EXECUTE FUNCTION public.refuse_new_restaurants()"
+        )
+    run_id, state, states = run(airflow, conf("bad_tests"))
+    assert state == "failed" and states["run_assignment_tests"] == "failed"
+    assert states["rollback_staging"] == "success" and not migrated(targets["staging"])
+    folder = artifacts(airflow, run_id) / "staging/assignment"
+    assert "restaurants are frozen" in (folder / "assignment-output.txt").read_text()
+    assert "FAILED" in (folder / "assignment-report.md").read_text()
 
 
 def test_production_regression_rolls_production_back(airflow, e2e_targets, mailbox):
@@ -412,6 +453,11 @@ def test_bad_parameters_and_a_missing_connection_fail_before_any_change(airflow,
         json={"conf": conf("params", window_minutes=0), "logical_date": None},
     )  # fmt: skip
     assert refused.status_code == 400 and "window_minutes" in refused.text
+
+    run_id, state, states = run(airflow, conf("params", approvers=["admin"]))
+    assert state == "failed" and states["preflight"] == "failed"
+    failure = (artifacts(airflow, run_id) / "failures" / "preflight.txt").read_text()
+    assert "approvers: only admin, who triggered this run, is named" in failure
 
     run_id, state, states = run(airflow, conf("params", window_timezone="Mars/Olympus"))
     assert state == "failed" and states["preflight"] == "failed"

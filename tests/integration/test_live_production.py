@@ -42,7 +42,7 @@ def targets(make_database) -> dict[str, str]:
 
 def make_run(dsns, tmp_path, run_id: str = "run_a", bundle=None, **params):
     said: list[str] = []
-    settings = RolloutSettings.from_params(params)
+    settings = RolloutSettings.from_params({"approvers": ["reviewer"], **params})
     if bundle is not None:
         settings = dataclasses.replace(settings, bundle=bundle)
     run = steps.Run(

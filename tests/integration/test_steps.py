@@ -34,7 +34,7 @@ def targets(make_database) -> dict[str, str]:
 def make_run(dsns, tmp_path, **params) -> tuple[steps.Run, list[str]]:
     said: list[str] = []
     run = steps.Run(
-        settings=RolloutSettings.from_params(params),
+        settings=RolloutSettings.from_params({"approvers": ["reviewer"], **params}),
         dsns=dsns,
         artifacts=ArtifactDir(tmp_path / "artifacts"),
         run_id="test_run",

@@ -210,7 +210,11 @@ def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
     from rollout import steps
     from rollout.artifacts import ArtifactDir
 
-    s = settings(production_targets=["prod_eu_1", "prod_eu_2", "prod_us_1"], wave_size=1)
+    s = settings(
+        production_targets=["prod_eu_1", "prod_eu_2", "prod_us_1"],
+        wave_size=1,
+        approvers=["reviewer"],
+    )
     run = steps.Run(s.rollout, {}, ArtifactDir(tmp_path), "run", progress=lambda m: None)
     pre = {"plan": s.plan(), "waves": len(s.waves), "on_target_failure": "leave_healthy",
            "production": {"conn_id": "prod_us_1", "allocation_rows": 900_000}}  # fmt: skip

@@ -57,3 +57,23 @@ def test_the_trigger_forms_schema_refuses_the_same_ids():
     for bad in ("a/b", "..", ".x", "a..b"):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_four_eyes_need_someone_other_than_who_triggered():
+    with pytest.raises(SettingsError, match=r"approvers: name the Airflow users .*waive_four_eyes"):
+        RolloutSettings.from_params({}).approval_assignees("admin")
+    alone = RolloutSettings.from_params({"approvers": ["admin"]})
+    with pytest.raises(SettingsError, match="only admin, who triggered this run"):
+        alone.approval_assignees("admin")
+    both = RolloutSettings.from_params({"approvers": ["admin", "reviewer"]})
+    assert both.approval_assignees("admin") == ["reviewer"]
+    assert both.describe_approvers("admin") == "reviewer (not admin, who triggered this run)"
+    assert both.approval_assignees("someone") == ["admin", "reviewer"]
+
+
+def test_four_eyes_are_waived_only_by_name():
+    waived = RolloutSettings.from_params({"waive_four_eyes": True})
+    assert waived.approval_assignees("admin") == []  # anyone with access
+    assert "four eyes waived" in waived.describe_approvers("admin")
+    named = RolloutSettings.from_params({"waive_four_eyes": True, "approvers": ["admin"]})
+    assert named.approval_assignees("admin") == ["admin"]

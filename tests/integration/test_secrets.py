@@ -1,0 +1,70 @@
+"""No password reaches an artifact, whatever the steps print: every DSN here carries a sentinel
+password (the test servers trust local connections and ignore it), the steps run and fail, and
+every file they wrote is searched for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from rollout import db, steps
+from rollout.artifacts import ArtifactDir
+from rollout.seed import seed_database
+from rollout.settings import RolloutSettings
+
+SENTINEL = f"s3ntinel-{uuid.uuid4().hex[:12]}"
+
+
+def with_sentinel(dsn: str) -> str:
+    return make_conninfo(**{**conninfo_to_dict(dsn), "password": SENTINEL})
+
+
+def test_no_artifact_holds_a_password(make_database, tmp_path):
+    dsns = {}
+    for name in steps.TARGETS:
+        plain = make_database()
+        with db.connect(plain) as conn:
+            seed_database(conn, 500, seed=8, anchor=dt.date(2026, 12, 1))
+        dsns[name] = with_sentinel(plain)
+    run = steps.Run(
+        settings=RolloutSettings.from_params(
+            {"approvers": ["reviewer"], "lock_timeout_ms": 50, "lock_retries": 0}
+        ),
+        dsns=dsns,
+        artifacts=ArtifactDir(tmp_path / "artifacts"),
+        run_id="run_secrets",
+        progress=lambda _m: None,
+    )
+    steps.preflight(run)
+    steps.apply_target(run, "staging")
+    steps.validate(run, "staging")  # Great Expectations connects with it too
+    steps.capture_db_diff(run)
+    with db.connect(dsns["staging"]) as conn:  # the application's tests now fail, printing
+        conn.execute(
+            "CREATE FUNCTION public.refuse_new_restaurants() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RAISE EXCEPTION 'restaurants are frozen'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER restaurants_frozen BEFORE INSERT ON public.restaurants"
+            " FOR EACH ROW EXECUTE FUNCTION public.refuse_new_restaurants()"
+        )
+    with pytest.raises(steps.StepFailed, match="assignment tests"):
+        steps.run_assignment_tests(run)
+    with db.connect(dsns["production"], autocommit=False) as holder:
+        holder.execute("LOCK TABLE public.allocations IN ACCESS SHARE MODE")
+        with pytest.raises(steps.StepFailed, match="not granted"):
+            steps.apply_target(run, "production")
+        holder.rollback()
+    with pytest.raises(steps.StepFailed, match="schema is not what it was before"):
+        steps.rollback_target(run, "staging")  # the planted trigger is still there
+    steps.write_report(run, {"preflight": "success"}, {})
+
+    written = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    output = (tmp_path / "artifacts/staging/assignment/assignment-output.txt").read_text()
+    assert "restaurants are frozen" in output  # the failing tests did print their story
+    assert len(written) > 20
+    leaks = [str(p) for p in written if SENTINEL.encode() in p.read_bytes()]
+    assert not leaks, leaks
