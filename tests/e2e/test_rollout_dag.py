@@ -91,7 +91,7 @@ def test_happy_path_then_a_rerun_is_a_no_op(airflow, e2e_targets, mailbox):
                  "staging/assignment/assignment-junit.xml",
                  "production/perf/perf-monitor.png", "production/perf/perf-monitor.md"]:  # fmt: skip
         assert (folder / name).is_file(), name
-    assert "objects: 23 added, 2 removed, 1 changed" in (folder / "db-diff.txt").read_text()
+    assert "objects: 23 added, 4 removed, 1 changed" in (folder / "db-diff.txt").read_text()
     assert "# Rollout 20251113203000: succeeded" in (folder / "summary.md").read_text()
     approval = airflow.request(
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
