@@ -257,6 +257,7 @@ def test_an_owner_without_bypassrls_confirms_without_a_tenant_context(pg_server,
     with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
         admin.execute(f"DROP ROLE IF EXISTS {role}")
         admin.execute(f"CREATE ROLE {role} NOSUPERUSER NOBYPASSRLS LOGIN")
+    dsn = None
     try:
         dsn = make_database(baseline=False, owner=role)
         with db.connect(db.with_user(dsn, role)) as conn:
@@ -269,9 +270,9 @@ def test_an_owner_without_bypassrls_confirms_without_a_tenant_context(pg_server,
                 "SELECT * FROM confirm_hold_assignment_tx(%s, %s, 'owner')", (hold, booking)
             ).fetchall()
             assert [r[0] for r in rows] == [tenant.table_ids[0]]
-            conn.rollback()
-        db.drop_database(pg_server.admin_dsn, dsn.rsplit("dbname=", 1)[-1].split()[0])
-    finally:
+    finally:  # the database first: a role that owns one cannot be dropped
+        if dsn is not None:
+            db.drop_database(pg_server.admin_dsn, dsn.rsplit("dbname=", 1)[-1].split()[0])
         with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP ROLE IF EXISTS {role}")
 

@@ -1,8 +1,8 @@
 -- 20251113203000_capacity_overlap_and_confirm_cache — down
 --
 -- Restores the baseline exactly: the old constraint (no tenant column, no shadow filter,
--- INITIALLY DEFERRED), the old confirm function and its grants, no cache table. (The up keeps the GiST
--- index allocations_resource_window_idx, so there is nothing to restore there.)
+-- INITIALLY DEFERRED), the old confirm function and its grants, no cache table. (The up
+-- keeps the GiST index allocations_resource_window_idx, so there is nothing to restore.)
 --
 -- After the up, shadow allocations may legitimately overlap real ones (and two tenants
 -- may share a resource id); the old constraint would then fail. This script refuses by
