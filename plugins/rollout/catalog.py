@@ -14,6 +14,21 @@ from psycopg.rows import dict_row
 
 from rollout.paths import CATALOG_DIR, sql_text
 
+# Every privilege a table can carry. MAINTAIN exists from PostgreSQL 17 on (GRANT ALL gives
+# it there), so a spec names it and older servers skip it.
+TABLE_PRIVILEGES = (
+    "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
+)  # fmt: skip
+MAINTAIN_SINCE = 170000
+FUNCTION_PRIVILEGES = ("EXECUTE",)
+
+
+def table_privileges(conn: psycopg.Connection) -> tuple[str, ...]:
+    """The table privileges this server knows."""
+    if conn.info.server_version >= MAINTAIN_SINCE:
+        return TABLE_PRIVILEGES
+    return tuple(p for p in TABLE_PRIVILEGES if p != "MAINTAIN")
+
 
 @dataclass(frozen=True)
 class CatalogCheck:
@@ -85,16 +100,36 @@ def run_catalog_checks(conn: psycopg.Connection, spec_path: Path) -> list[Catalo
             f"policy {want['policy']}", ok, f"roles {got.get('roles')}, using/check {expressions}"
         )
 
-    for want in spec.get("grants", []):
-        for privilege in want["allowed"] + want["denied"]:
-            has = conn.execute(  # NULL when the table is missing
-                "SELECT has_table_privilege(%s, to_regclass(%s), %s)",
-                (want["role"], want["table"], privilege),
-            ).fetchone()[0]
-            expected = privilege in want["allowed"]
-            verb = "may" if expected else "may not"
-            detail = "table missing" if has is None else ("granted" if has else "not granted")
-            check(f"{want['role']} {verb} {privilege} {want['table']}", has == expected, detail)
+    # Grants are exact: an entry names every privilege its object can carry on this server,
+    # each as allowed or denied, so a privilege nobody thought of cannot slip through.
+    grant_kinds = [
+        ("grants", "table", TABLE_PRIVILEGES, table_privileges(conn),
+         "SELECT has_table_privilege(%s, to_regclass(%s), %s)"),
+        ("function_grants", "function", FUNCTION_PRIVILEGES, FUNCTION_PRIVILEGES,
+         "SELECT has_function_privilege(%s, to_regprocedure(%s), %s)"),
+    ]  # fmt: skip
+    for section, kind, every, known, query in grant_kinds:
+        for want in spec.get(section, []):
+            target, role = want[kind], want["role"]
+            named = want["allowed"] + want["denied"]
+            unnamed = [p for p in every if p not in named]
+            strange = [p for p in named if p not in every]
+            if unnamed or strange:
+                detail = "; ".join(
+                    f"{label}: {', '.join(privileges)}"
+                    for label, privileges in (("neither allowed nor denied", unnamed),
+                                              ("no such privilege", strange))
+                    if privileges
+                )  # fmt: skip
+                check(f"every privilege of {role} on {target} is specified", False, detail)
+            for privilege in (p for p in named if p in known):
+                has = conn.execute(  # NULL when the object is missing
+                    query, ("public" if role == "PUBLIC" else role, target, privilege)
+                ).fetchone()[0]
+                expected = privilege in want["allowed"]
+                verb = "may" if expected else "may not"
+                detail = f"{kind} missing" if has is None else ("granted" if has else "not granted")
+                check(f"{role} {verb} {privilege} {target}", has == expected, detail)
 
     for want in spec.get("functions", []):
         rows = _one(conn, "function_facts.sql", {"name": want["name"]})

@@ -67,6 +67,20 @@ SELECT 'grant', format('%%s.%%s to %%s', ns.nspname, c.relname,
  WHERE c.relkind IN ('r', 'p', 'v', 'S')
  GROUP BY ns.nspname, c.relname, acl.grantee
 UNION ALL
+-- EXECUTE is who may call a function (PostgREST serves what anon may execute as an RPC):
+-- part of the schema a rollback must restore, as the table grants are.
+SELECT 'grant', format('%%s.%%s to %%s', ns.nspname, p.oid::regprocedure::text,
+                       CASE WHEN acl.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(acl.grantee) END),
+       string_agg(acl.privilege_type, ', ' ORDER BY acl.privilege_type)
+  FROM pg_proc p
+  JOIN ns ON ns.oid = p.pronamespace
+  CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS acl
+ WHERE p.prokind IN ('f', 'p')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend dep
+                    WHERE dep.classid = 'pg_proc'::regclass AND dep.objid = p.oid
+                      AND dep.deptype = 'e')
+ GROUP BY ns.nspname, p.oid, acl.grantee
+UNION ALL
 SELECT 'trigger', format('%%s.%%s.%%s', ns.nspname, c.relname, t.tgname), pg_get_triggerdef(t.oid)
   FROM pg_trigger t
   JOIN pg_class c ON c.oid = t.tgrelid

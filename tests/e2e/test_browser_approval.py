@@ -117,7 +117,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
     assert "s_browser" in page.locator("body").inner_text()  # the ledgers, read-only
     shot(page, "4-artifacts")
     page.get_by_role("link", name="db-diff.txt", exact=True).click()
-    assert "objects: 23 added, 2 removed, 1 changed" in page.locator("body").inner_text()
+    assert "objects: 23 added, 4 removed, 1 changed" in page.locator("body").inner_text()
     page.go_back()
     page.get_by_role("link", name="staging/validation/data-docs/index.html").click()
     page.wait_for_load_state()

@@ -121,7 +121,7 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
                  "staging/assignment/assignment-junit.xml",
                  "production/perf/perf-monitor.png", "production/perf/perf-monitor.md"]:  # fmt: skip
         assert (folder / name).is_file(), name
-    assert "objects: 23 added, 2 removed, 1 changed" in (folder / "db-diff.txt").read_text()
+    assert "objects: 23 added, 4 removed, 1 changed" in (folder / "db-diff.txt").read_text()
     assert "# Rollout 20251113203000: succeeded" in (folder / "summary.md").read_text()
     approval = airflow.request(
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"

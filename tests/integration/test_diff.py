@@ -34,9 +34,12 @@ def test_baseline_to_up_lists_exactly_the_migration(fresh_db, tmp_path):
         "policy",
         "table",
     }
+    confirm = "public.confirm_hold_assignment_tx(uuid,uuid,text,boolean,uuid,booking_status)"
     assert set(diff.removed) == {
         ("constraint", "public.allocations.allocations_resource_window_excl"),
         ("index", "public.allocations_resource_window_excl"),
+        ("grant", f"{confirm} to PUBLIC"),  # the confirm is no RPC for the anon key
+        ("grant", f"{confirm} to anon"),
     }
     assert set(diff.changed) == {
         (
@@ -46,7 +49,8 @@ def test_baseline_to_up_lists_exactly_the_migration(fresh_db, tmp_path):
     }
     report = (tmp_path / "db-diff.txt").read_text()
     assert report.startswith("db-diff: staging before -> staging after\nobjects: ")
-    assert f"objects: {len(diff.added)} added, 2 removed, 1 changed" in report
+    assert f"objects: {len(diff.added)} added, 4 removed, 1 changed" in report
+    assert f"- grant {confirm} to anon" in report
     assert "+ constraint public.allocations.allocations_no_overlap" in report
     assert "- index public.allocations_resource_window_excl" in report
     assert "allocations_resource_window_idx" not in report  # kept: no change to show

@@ -20,6 +20,7 @@ from rollout.seed import SEED_TABLES, seed_database
 from tests.factories import insert_allocation, make_booking, make_hold, make_tenant
 
 BUNDLE = load_bundle("20251113203000")
+CONFIRM_SIGNATURE = "public.confirm_hold_assignment_tx(uuid,uuid,text,boolean,uuid,booking_status)"
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +73,10 @@ def test_up_changes_exactly_what_domain_lists(fresh_db):
     assert removed == {
         ("constraint", "public.allocations.allocations_resource_window_excl"),
         ("index", "public.allocations_resource_window_excl"),
+        ("grant", f"{CONFIRM_SIGNATURE} to PUBLIC"),
+        ("grant", f"{CONFIRM_SIGNATURE} to anon"),
     }
-    assert changed == {
-        (
-            "function",
-            "public.confirm_hold_assignment_tx(uuid,uuid,text,boolean,uuid,booking_status)",
-        )
-    }
+    assert changed == {("function", CONFIRM_SIGNATURE)}
     assert after[("constraint", "public.allocations.allocations_no_overlap")] == (
         'EXCLUDE USING gist (resource_id WITH =, "window" WITH &&, restaurant_id WITH =, resource_type WITH =)'
         " WHERE ((NOT shadow)) DEFERRABLE"
@@ -95,8 +93,71 @@ def test_up_changes_exactly_what_domain_lists(fresh_db):
             )
         ]
     )
-    assert ("grant", "public.booking_confirmation_results to anon") not in cache
-    assert cache[("grant", "public.booking_confirmation_results to service_role")]
+    cache_grants = {name: value for (kind, name), value in cache.items() if kind == "grant"}
+    owner = after[("table", "public.allocations")].split(";")[0].removeprefix("owner ")
+    assert cache_grants.keys() == {
+        f"public.booking_confirmation_results to {role}"
+        for role in (owner, "authenticated", "service_role")
+    }  # nothing for anon or PUBLIC
+    assert cache_grants["public.booking_confirmation_results to authenticated"] == (
+        "DELETE, INSERT, SELECT, UPDATE"
+    )
+    # What Supabase's default privileges give service_role on any table (MAINTAIN too on 17+)
+    assert (
+        cache_grants["public.booking_confirmation_results to service_role"]
+        == after[("grant", "public.bookings to service_role")]
+    )
+    assert after[("grant", f"{CONFIRM_SIGNATURE} to authenticated")] == "EXECUTE"
+    assert after[("grant", f"{CONFIRM_SIGNATURE} to service_role")] == "EXECUTE"
+
+
+def test_the_down_gives_the_confirm_its_baseline_grants_back(fresh_db):
+    """The up takes EXECUTE on the confirm from PUBLIC and anon; the down returns exactly
+    the baseline's grants (and pg_dump prints them as it did before the up)."""
+    with db.connect(fresh_db) as conn:
+        before, before_dump = snapshot_schema(conn), dump_schema(fresh_db)
+        apply_up(conn, BUNDLE)
+        for role, may in [("anon", False), ("public", False), ("authenticated", True)]:
+            assert conn.execute(
+                "SELECT has_function_privilege(%s, %s::regprocedure, 'EXECUTE')",
+                (role, CONFIRM_SIGNATURE),
+            ).fetchone() == (may,), role
+        apply_down(conn, BUNDLE)
+        run_check(conn, BUNDLE, "verify_down")
+        after = snapshot_schema(conn)
+        assert dump_schema(fresh_db) == before_dump
+
+    def grants(snapshot):
+        return {key: value for key, value in snapshot.items() if key[0] == "grant"}
+
+    assert grants(after) == grants(before)
+    assert grants(after)[("grant", f"{CONFIRM_SIGNATURE} to anon")] == "EXECUTE"
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("drift", "named"),
+    [
+        (
+            "GRANT TRUNCATE, TRIGGER ON booking_confirmation_results TO authenticated",
+            "grants on booking_confirmation_results: authenticated holds TRIGGER, authenticated holds TRUNCATE",
+        ),
+        (
+            "GRANT EXECUTE ON FUNCTION confirm_hold_assignment_tx TO PUBLIC",
+            "grants on confirm_hold_assignment_tx: anon holds EXECUTE, public holds EXECUTE",
+        ),
+    ],
+)
+def test_verify_up_names_a_grant_the_up_did_not_leave(fresh_db, drift, named):
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        conn.execute(drift)
+        conn.commit()
+        with pytest.raises(psycopg.Error) as error:
+            run_check(conn, BUNDLE, "verify_up")
+        assert error.value.sqlstate == "RV001"
+        assert error.value.diag.message_primary == f"verify up: {named}"
+        apply_down(conn, BUNDLE)
 
 
 def test_down_refuses_when_a_shadow_overlaps_a_real_allocation(fresh_db):
@@ -184,6 +245,34 @@ def test_migration_runs_as_a_non_superuser_owner(pg_server, make_database):
             run_check(conn, BUNDLE, "verify_down")
         db.drop_database(pg_server.admin_dsn, dsn.rsplit("dbname=", 1)[-1].split()[0])
     finally:
+        with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_an_owner_without_bypassrls_confirms_without_a_tenant_context(pg_server, make_database):
+    """The confirm binds a caller to its tenant only when RLS would: the tables' owner is not
+    bound by their RLS, BYPASSRLS or not, so it confirms any tenant's hold, as the
+    benchmarks' writers and the assignment suite do as the migration owner."""
+    role = f"rollout_plain_owner_{make_database.__hash__() % 100000}"
+    with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} NOSUPERUSER NOBYPASSRLS LOGIN")
+    dsn = None
+    try:
+        dsn = make_database(baseline=False, owner=role)
+        with db.connect(db.with_user(dsn, role)) as conn:
+            apply_baseline(conn)
+            apply_up(conn, BUNDLE)
+            tenant = make_tenant(conn)
+            booking = make_booking(conn, tenant, 0)
+            hold = make_hold(conn, tenant, booking, [tenant.table_ids[0]], 0)
+            rows = conn.execute(
+                "SELECT * FROM confirm_hold_assignment_tx(%s, %s, 'owner')", (hold, booking)
+            ).fetchall()
+            assert [r[0] for r in rows] == [tenant.table_ids[0]]
+    finally:  # the database first: a role that owns one cannot be dropped
+        if dsn is not None:
+            db.drop_database(pg_server.admin_dsn, dsn.rsplit("dbname=", 1)[-1].split()[0])
         with db.connect(pg_server.admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP ROLE IF EXISTS {role}")
 

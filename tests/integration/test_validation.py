@@ -177,6 +177,55 @@ def test_catalog_checks_fail_on_a_drifted_schema(seeded_dsn_for_report, tmp_path
     )
 
 
+CONFIRM = (
+    "public.confirm_hold_assignment_tx(uuid, uuid, text, boolean, uuid, public.booking_status)"
+)
+
+
+def test_catalog_checks_hold_the_grants_to_exactly_the_spec(make_database, tmp_path):
+    """Each role's privileges on the cache and EXECUTE on the confirm are checked one by one,
+    and a spec entry that leaves a privilege unnamed is itself a failed check."""
+    dsn = make_database()
+    with db.connect(dsn) as conn:
+        apply_up(conn, load_bundle(VERSION))
+        spec_path = EXPECTATIONS_DIR / VERSION / "catalog_post_migration.json"
+        checks = run_catalog_checks(conn, spec_path)
+        assert [c.name for c in checks if not c.passed] == []
+        names = {c.name for c in checks}
+        assert "authenticated may not TRUNCATE public.booking_confirmation_results" in names
+        assert "PUBLIC may not SELECT public.booking_confirmation_results" in names
+        assert f"anon may not EXECUTE {CONFIRM}" in names
+        assert f"authenticated may EXECUTE {CONFIRM}" in names
+        # MAINTAIN is a privilege from PostgreSQL 17 on; older servers skip it
+        has_maintain = "service_role may MAINTAIN public.booking_confirmation_results" in names
+        assert has_maintain is (conn.info.server_version >= 170000)
+
+        with conn.transaction(force_rollback=True):
+            conn.execute("GRANT TRUNCATE ON booking_confirmation_results TO authenticated")
+            conn.execute(f"GRANT EXECUTE ON FUNCTION {CONFIRM} TO PUBLIC")
+            failed = {c.name: c.detail for c in run_catalog_checks(conn, spec_path) if not c.passed}
+        assert failed == {
+            "authenticated may not TRUNCATE public.booking_confirmation_results": "granted",
+            f"anon may not EXECUTE {CONFIRM}": "granted",  # through PUBLIC
+            f"PUBLIC may not EXECUTE {CONFIRM}": "granted",
+        }
+
+        spec = json.loads(spec_path.read_text())
+        spec["grants"] = [{**spec["grants"][1], "denied": ["TRUNCATE", "TRIGGR"]}]
+        spec["function_grants"] = []
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        failed = {
+            c.name: c.detail
+            for c in run_catalog_checks(conn, tmp_path / "spec.json")
+            if not c.passed
+        }
+    assert failed == {
+        "every privilege of authenticated on public.booking_confirmation_results is specified": (
+            "neither allowed nor denied: REFERENCES, TRIGGER, MAINTAIN; no such privilege: TRIGGR"
+        )
+    }
+
+
 @pytest.fixture(scope="module")
 def seeded_dsn_for_report(make_database):
     dsn = make_database()

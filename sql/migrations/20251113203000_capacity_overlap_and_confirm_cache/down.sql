@@ -1,8 +1,8 @@
 -- 20251113203000_capacity_overlap_and_confirm_cache — down
 --
 -- Restores the baseline exactly: the old constraint (no tenant column, no shadow filter,
--- INITIALLY DEFERRED), the old confirm function, no cache table. (The up keeps the GiST
--- index allocations_resource_window_idx, so there is nothing to restore there.)
+-- INITIALLY DEFERRED), the old confirm function and its grants, no cache table. (The up
+-- keeps the GiST index allocations_resource_window_idx, so there is nothing to restore.)
 --
 -- After the up, shadow allocations may legitimately overlap real ones (and two tenants
 -- may share a resource id); the old constraint would then fail. This script refuses by
@@ -101,6 +101,20 @@ BEGIN
 END
 $$;
 
+-- The up took EXECUTE from PUBLIC and anon; the baseline has it (PostgreSQL's default for
+-- PUBLIC, Supabase's default privileges for anon), so it goes back: the down restores the
+-- baseline exactly, and with it the exposure the up closed (anon may call the old confirm,
+-- which has no tenant check either). CREATE OR REPLACE keeps a function's grants, so they
+-- are set here. authenticated and service_role are granted again after anon because a
+-- grant is appended to the function's ACL and pg_dump prints the grants in ACL order: in
+-- this order the dump is the baseline's, line for line.
+REVOKE EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
+    uuid, uuid, text, boolean, uuid, public.booking_status) FROM authenticated, service_role;
+GRANT EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
+    uuid, uuid, text, boolean, uuid, public.booking_status)
+    TO PUBLIC, anon, authenticated, service_role;
+
+-- Its grants go with it.
 DROP TABLE public.booking_confirmation_results;
 
 -- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. A row written between the

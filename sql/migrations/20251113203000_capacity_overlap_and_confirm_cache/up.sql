@@ -26,18 +26,26 @@ CREATE INDEX booking_confirmation_results_created_at_idx
     ON public.booking_confirmation_results (created_at);
 
 -- service_role bypasses RLS (BYPASSRLS); the policy is for signed-in users, and anon
--- gets no grant at all. Grants are explicit so they do not hang on default privileges.
+-- gets no grant at all.
 ALTER TABLE public.booking_confirmation_results ENABLE ROW LEVEL SECURITY;
 CREATE POLICY booking_confirmation_results_tenant ON public.booking_confirmation_results
     TO authenticated
     USING (restaurant_id = public.require_restaurant_context())
     WITH CHECK (restaurant_id = public.require_restaurant_context());
-REVOKE ALL ON public.booking_confirmation_results FROM PUBLIC, anon;
+-- Supabase's default privileges give every API role ALL on a new table; RLS does not cover
+-- all of it. TRUNCATE ignores RLS (one tenant's session would empty every tenant's cache),
+-- a trigger attached by `authenticated` would run as the owner whenever the SECURITY DEFINER
+-- confirm writes here, and REFERENCES lets a foreign key probe the rows. So everything the
+-- defaults gave is taken back and only what each role needs is granted, whatever the
+-- target's defaults are: `authenticated` reads and writes rows (RLS decides which),
+-- `service_role` keeps what Supabase gives it (ALL: it is the trusted server-side role).
+REVOKE ALL ON public.booking_confirmation_results FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.booking_confirmation_results TO authenticated;
 GRANT ALL ON public.booking_confirmation_results TO service_role;
 
 -- Same signature and result as before. New: the replay of a (booking, key) returns the
--- cached first result and writes nothing, and the confirm emits outbox events.
+-- cached first result and writes nothing, the confirm emits outbox events, and a caller
+-- that RLS binds to a tenant confirms (and replays) only that tenant's holds.
 CREATE OR REPLACE FUNCTION public.confirm_hold_assignment_tx(
     p_hold_id           uuid,
     p_booking_id        uuid,
@@ -56,9 +64,43 @@ DECLARE
     v_cached    public.booking_confirmation_results%ROWTYPE;
     v_table_ids uuid[];
     v_merge_id  uuid;
+    v_caller    text;
+    v_tenant    uuid;  -- the caller's tenant; NULL when the caller sees every tenant's rows
 BEGIN
+    -- Who is calling. This function runs as its owner (SECURITY DEFINER), so current_user
+    -- is the owner here, never the caller. The caller is the role the session acts as
+    -- outside the function: the `role` setting a SET ROLE leaves ('none' when there was
+    -- none; PostgREST sets it to the JWT's role), else session_user, the role that logged
+    -- in. That is how PostgreSQL itself derives current_user outside a definer function.
+    -- It cannot be forged from inside: the `role` setting accepts only roles the session
+    -- user may SET ROLE to (so a caller can claim no more than it could act as directly),
+    -- and it cannot be changed while a SECURITY DEFINER function runs.
+    v_caller := CASE current_setting('role') WHEN 'none' THEN session_user
+                ELSE current_setting('role') END;
+    -- The function acts with the owner's rights; the tenant check stops it lending them
+    -- to a caller who lacks them. A caller who already sees every tenant's rows gains
+    -- nothing and is not bound: a superuser, a BYPASSRLS role (service_role; postgres, the
+    -- owner that the benchmarks' writers and the assignment suite connect as) or a role
+    -- with the owner's privileges (it owns the tables, so RLS does not bind it). Anyone
+    -- else (authenticated) is bound to the tenant context, as RLS binds it: no context
+    -- is 42501 (require_restaurant_context), and an unknown caller is bound (fails closed).
+    IF NOT coalesce((SELECT r.rolsuper OR r.rolbypassrls
+                                OR pg_has_role(r.oid, current_user, 'USAGE')
+                       FROM pg_roles r WHERE r.rolname = v_caller), false) THEN
+        v_tenant := public.require_restaurant_context();
+        -- Checked before the cache is read: a (booking, key) of another tenant, or one
+        -- that does not exist, gets the same refusal and none of the cached result.
+        IF NOT EXISTS (SELECT 1 FROM public.bookings b
+                        WHERE b.id = p_booking_id AND b.restaurant_id = v_tenant) THEN
+            RAISE EXCEPTION 'booking_not_in_restaurant' USING ERRCODE = '42501',
+                DETAIL = format('booking %s is not a booking of the restaurant in context (%s)',
+                                p_booking_id, v_tenant);
+        END IF;
+    END IF;
+
     SELECT * INTO v_cached FROM public.booking_confirmation_results c
-     WHERE c.booking_id = p_booking_id AND c.idempotency_key = p_idempotency_key;
+     WHERE c.booking_id = p_booking_id AND c.idempotency_key = p_idempotency_key
+       AND (v_tenant IS NULL OR c.restaurant_id = v_tenant);
 
     IF NOT FOUND THEN
         -- A concurrent confirm of the same hold waits here until the first one commits.
@@ -67,16 +109,23 @@ BEGIN
             -- The hold is gone: either a confirm with this key consumed it (return its
             -- result), or one with another key did (refuse), or it never existed.
             SELECT * INTO v_cached FROM public.booking_confirmation_results c
-             WHERE c.booking_id = p_booking_id AND c.idempotency_key = p_idempotency_key;
+             WHERE c.booking_id = p_booking_id AND c.idempotency_key = p_idempotency_key
+               AND (v_tenant IS NULL OR c.restaurant_id = v_tenant);
             IF NOT FOUND THEN
                 IF EXISTS (SELECT 1 FROM public.booking_confirmation_results c
-                            WHERE c.hold_id = p_hold_id) THEN
+                            WHERE c.hold_id = p_hold_id
+                              AND (v_tenant IS NULL OR c.restaurant_id = v_tenant)) THEN
                     RAISE EXCEPTION 'hold_already_confirmed' USING ERRCODE = 'P0001',
                         DETAIL = format('hold %s was confirmed with another idempotency key', p_hold_id);
                 END IF;
                 RAISE EXCEPTION 'hold_not_found' USING ERRCODE = 'P0002',
                     DETAIL = format('hold %s does not exist', p_hold_id);
             END IF;
+        ELSIF v_hold.restaurant_id <> v_tenant THEN  -- NULL, so never, when not bound
+            -- Refused before anything about the hold (its booking, expiry) is told.
+            RAISE EXCEPTION 'hold_not_in_restaurant' USING ERRCODE = '42501',
+                DETAIL = format('hold %s is not a hold of the restaurant in context (%s)',
+                                p_hold_id, v_tenant);
         END IF;
     END IF;
 
@@ -144,6 +193,15 @@ BEGIN
          ORDER BY t;
 END
 $$;
+
+-- Functions in public get EXECUTE for PUBLIC (PostgreSQL's default) and for every API role
+-- (Supabase's default privileges), and PostgREST serves each function anon may execute as
+-- an RPC to anyone holding the project's public anon key. This one writes as its owner:
+-- signed-in users (bound to their tenant above) and service_role keep it, nobody else.
+REVOKE EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
+    uuid, uuid, text, boolean, uuid, public.booking_status) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
+    uuid, uuid, text, boolean, uuid, public.booking_status) TO authenticated, service_role;
 
 -- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. The new constraint only
 -- removes conflicts (tenant column added, shadows excluded), so existing data satisfies

@@ -1,7 +1,8 @@
 -- Check of down.sql: raises (SQLSTATE RV001) naming the first thing that is not back at the baseline.
 DO $verify$
 DECLARE
-    v_con record;
+    v_con   record;
+    v_wrong text;
 BEGIN
     SELECT c.condeferrable, c.condeferred, pg_get_constraintdef(c.oid) AS def INTO v_con
       FROM pg_constraint c
@@ -25,6 +26,14 @@ BEGIN
     END IF;
     IF to_regprocedure('public.confirm_hold_assignment_tx(uuid, uuid, text, boolean, uuid, public.booking_status)') IS NULL THEN
         RAISE EXCEPTION 'verify down: confirm_hold_assignment_tx has lost its signature' USING ERRCODE = 'RV001';
+    END IF;
+    -- The baseline's EXECUTE grants, which the up narrowed: PUBLIC (PostgreSQL's default) and
+    -- every API role (Supabase's default privileges).
+    SELECT string_agg(g.grantee, ', ' ORDER BY g.grantee) INTO v_wrong
+      FROM unnest(ARRAY['public', 'anon', 'authenticated', 'service_role']) AS g (grantee)
+     WHERE NOT has_function_privilege(g.grantee, 'public.confirm_hold_assignment_tx(uuid, uuid, text, boolean, uuid, public.booking_status)'::regprocedure, 'EXECUTE');
+    IF v_wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'verify down: EXECUTE on confirm_hold_assignment_tx is not back for %', v_wrong USING ERRCODE = 'RV001';
     END IF;
 END
 $verify$;

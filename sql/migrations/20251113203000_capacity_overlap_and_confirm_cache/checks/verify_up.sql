@@ -1,7 +1,8 @@
 -- Check of up.sql: raises (SQLSTATE RV001) naming the first thing that is not as the up leaves it.
 DO $verify$
 DECLARE
-    v_con record;
+    v_con   record;
+    v_wrong text;
 BEGIN
     SELECT c.condeferrable, c.condeferred, pg_get_constraintdef(c.oid) AS def INTO v_con
       FROM pg_constraint c
@@ -32,8 +33,36 @@ BEGIN
                     AND policyname = 'booking_confirmation_results_tenant') THEN
         RAISE EXCEPTION 'verify up: the tenant policy on booking_confirmation_results is missing' USING ERRCODE = 'RV001';
     END IF;
+    -- The cache's grants, whatever the schema's default privileges: row privileges for
+    -- authenticated (RLS picks the rows; no TRUNCATE, REFERENCES or TRIGGER), all for
+    -- service_role, none for anon or PUBLIC.
+    SELECT string_agg(format('%s %s %s', g.grantee,
+                             CASE WHEN g.expected THEN 'lacks' ELSE 'holds' END, g.privilege),
+                      ', ' ORDER BY g.grantee, g.privilege)
+      INTO v_wrong
+      FROM (SELECT r.grantee, p.privilege,
+                   CASE r.grantee WHEN 'service_role' THEN true
+                                  WHEN 'authenticated' THEN p.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')
+                                  ELSE false END AS expected
+              FROM unnest(ARRAY['public', 'anon', 'authenticated', 'service_role']) AS r (grantee)
+             CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p (privilege)) g
+     WHERE has_table_privilege(g.grantee, 'public.booking_confirmation_results', g.privilege)
+           IS DISTINCT FROM g.expected;
+    IF v_wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'verify up: grants on booking_confirmation_results: %', v_wrong USING ERRCODE = 'RV001';
+    END IF;
     IF to_regprocedure('public.confirm_hold_assignment_tx(uuid, uuid, text, boolean, uuid, public.booking_status)') IS NULL THEN
         RAISE EXCEPTION 'verify up: confirm_hold_assignment_tx has lost its signature' USING ERRCODE = 'RV001';
+    END IF;
+    -- PostgREST serves what anon may execute as an RPC to the public anon key.
+    SELECT string_agg(format('%s %s EXECUTE', g.grantee, CASE WHEN g.expected THEN 'lacks' ELSE 'holds' END),
+                      ', ' ORDER BY g.grantee)
+      INTO v_wrong
+      FROM (VALUES ('public', false), ('anon', false), ('authenticated', true), ('service_role', true)) AS g (grantee, expected)
+     WHERE has_function_privilege(g.grantee, 'public.confirm_hold_assignment_tx(uuid, uuid, text, boolean, uuid, public.booking_status)'::regprocedure, 'EXECUTE')
+           IS DISTINCT FROM g.expected;
+    IF v_wrong IS NOT NULL THEN
+        RAISE EXCEPTION 'verify up: grants on confirm_hold_assignment_tx: %', v_wrong USING ERRCODE = 'RV001';
     END IF;
 END
 $verify$;
