@@ -16,9 +16,11 @@ migration and may not guess.
     # own transaction, the count checked against what the drop removes.
     export = ["public.booking_confirmation_results"]
 
-A missing list means "none": a bundle that says nothing may change no row. A top-level
-`expectations = "<folder>"` names the folder under expectations/ holding its suites (default:
-the bundle's own version).
+A missing list means "none": a bundle that says nothing may change no row. At the top level,
+`lock_tables = ["public.allocations"]` names the tables the lock phases take ACCESS EXCLUSIVE
+(locked first there, so exports and drops follow the application's lock order), and
+`expectations = "<folder>"` the folder under expectations/ holding its suites (default: the
+bundle's own version).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Manifest:
     up: RowRules
     down: RowRules
     expectations: str | None = None  # folder under expectations/ (default: the version)
+    # Tables the scripts' lock phases take ACCESS EXCLUSIVE: locked first, in this order.
+    lock_tables: tuple[str, ...] = ()
 
     def rules(self, direction: str) -> RowRules:
         return {"up": self.up, "down": self.down}[direction]
@@ -81,7 +85,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"up", "down", "expectations"}
+    unknown = set(data) - {"up", "down", "expectations", "lock_tables"}
     if unknown:
         raise BundleError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     expectations = data.get("expectations")
@@ -89,10 +93,18 @@ def load_manifest(bundle_path: Path) -> Manifest:
         isinstance(expectations, str) and re.fullmatch(r"[A-Za-z0-9_-]+", expectations)
     ):
         raise BundleError(f"{path}: expectations must name a folder under expectations/")
+    lock_tables = data.get("lock_tables", [])
+    if not isinstance(lock_tables, list) or not all(
+        isinstance(t, str) and _QUALIFIED.match(t) for t in lock_tables
+    ):
+        raise BundleError(
+            f"{path}: lock_tables must list schema-qualified table names (e.g. public.allocations)"
+        )
     return Manifest(
         up=_rules(path, "up", data.get("up", {}), export_allowed=False),
         down=_rules(path, "down", data.get("down", {}), export_allowed=True),
         expectations=expectations,
+        lock_tables=tuple(lock_tables),
     )
 
 

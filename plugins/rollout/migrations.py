@@ -183,10 +183,19 @@ def run_script(
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
         counters = read_counters(conn)
-        exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
             conn.execute(before_lock.encode())
         stamps["lock"] = time.perf_counter()
+        # The lock phase's own tables first, then what it drops with its rows: the order the
+        # application takes them, so a transaction of its half-way through is waited for, not
+        # deadlocked with.
+        for table in bundle.manifest.lock_tables:
+            conn.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(*table.split("."))
+                )
+            )
+        exported = _export(conn, rules.export, keep_export) if rules.export else {}
         conn.execute(lock_phase.encode())
         effects = RowEffects.between(counters, read_counters(conn))
         broken = effects.violations(rules, f"{direction}.sql")

@@ -114,11 +114,14 @@ GRANT EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
     uuid, uuid, text, boolean, uuid, public.booking_status)
     TO PUBLIC, anon, authenticated, service_role;
 
--- Its grants go with it.
-DROP TABLE public.booking_confirmation_results;
-
 -- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. A row written between the
 -- check above and this lock could still conflict: the same refusal covers it.
+
+-- The cache goes in the lock phase, after allocations is locked: the runner exports its rows
+-- there (manifest.toml, down.export), taking the two tables in the order the confirm takes
+-- them, so a confirm half-way through never deadlocks with the rollback. Its grants go with it.
+DROP TABLE public.booking_confirmation_results;
+
 DO $restore$
 BEGIN
     ALTER TABLE public.allocations
