@@ -28,15 +28,15 @@ NICE = -10
 MAX_SECONDS = 300
 
 SPINNER = """
-import os, sys, time
+import os, time
+deadline = time.monotonic() + {max_seconds}
 os.sched_setaffinity(0, {{{core}}})
 try:
     os.nice({nice})
 except PermissionError:
     pass
 print(os.nice(0), flush=True)
-parent, deadline = os.getppid(), time.monotonic() + {max_seconds}
-while os.getppid() == parent and time.monotonic() < deadline:
+while os.getppid() == {parent} and time.monotonic() < deadline:
     for _ in range(200_000):
         pass
 """
@@ -58,7 +58,7 @@ def cpu_neighbour(nice: int = NICE) -> Iterator[Neighbour]:
     spinners: list[subprocess.Popen[str]] = []
     try:
         for core in cores:
-            code = SPINNER.format(core=core, nice=nice, max_seconds=MAX_SECONDS)
+            code = SPINNER.format(core=core, nice=nice, parent=os.getpid(), max_seconds=MAX_SECONDS)
             spinners.append(
                 subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
             )
