@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import statistics
 import time
@@ -526,6 +527,32 @@ def _delta(
     return (calls1 - calls0, total1 - total0) if calls1 >= calls0 else None
 
 
+def mann_whitney_greater(after: list[float], before: list[float]) -> float:
+    """The one-sided p-value that `after` tends to be larger than `before`: the Mann-Whitney U
+    test, normal approximation with tie and continuity corrections. The same number as
+    `scipy.stats.mannwhitneyu(after, before, alternative="greater")` for samples of the sizes a
+    baseline allows (over 8 a side), without scipy's import: 2 s of CPU idle, 26 s beside the
+    neighbour the monitoring must see through, in every fleet target's monitoring task."""
+    n_after, n_before = len(after), len(before)
+    pooled = sorted([(value, True) for value in after] + [(value, False) for value in before])
+    n = len(pooled)
+    rank_sum_after, tie_term, start = 0.0, 0, 0
+    while start < n:  # equal values share the average of their ranks
+        end = start
+        while end < n and pooled[end][0] == pooled[start][0]:
+            end += 1
+        average_rank = (start + 1 + end) / 2
+        rank_sum_after += average_rank * sum(is_after for _, is_after in pooled[start:end])
+        tie_term += (end - start) ** 3 - (end - start)
+        start = end
+    u_after = rank_sum_after - n_after * (n_after + 1) / 2
+    spread = math.sqrt(n_after * n_before / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+    if spread == 0:  # every value equal: nothing says after is larger
+        return 1.0
+    z = (u_after - n_after * n_before / 2 - 0.5) / spread
+    return 0.5 * math.erfc(z / math.sqrt(2))  # the normal's upper tail, exact far out
+
+
 def _require_decision_samples(before: PerfSnapshot) -> None:
     missing = sorted(name for name in before.stats if name not in before.samples)
     if missing:
@@ -546,11 +573,9 @@ def _decide(
     alpha: float,
 ) -> tuple[float, float, float, bool, str, str]:
     """(ratio against the control, p-value, added ms, regressed, rule that decided, reason)."""
-    from scipy.stats import mannwhitneyu  # imported here: slow, and only the monitoring needs it
-
     relative_before, relative_after = samples_before.relative(), samples_after.relative()
     ratio = statistics.median(relative_after) / statistics.median(relative_before)
-    p_value = float(mannwhitneyu(relative_after, relative_before, alternative="greater").pvalue)
+    p_value = mann_whitney_greater(relative_after, relative_before)
     added_ms = before.server_time_p50_ms * (ratio - 1)
     rules = [
         ("effect size", ratio > threshold,
