@@ -11,20 +11,21 @@ How a regression is decided (issue 15)
 The baseline is taken before the apply and the monitoring after it, so whatever changes the
 machine in between looks like a slowdown to a rule that compares two medians. Measured on this
 project's 2-core machine with a CPU-burning neighbour started after the baseline and nothing
-changed in the database: the probes' wall-clock medians grew 2.3-114x, and the rule used until
-then (median after / before above the threshold and 0.5 ms more) flagged every probe. So the
-decision rests on numbers a neighbour cannot move, or moves on both sides of a ratio alike:
+changed in the database (benchmarks/README.md): the probes' wall-clock medians moved 1.1-119x,
+and the rule used until then (median after / before above the threshold and 0.5 ms more)
+flagged 79 of 80 such monitorings. So the decision rests on numbers a neighbour cannot move, or
+moves on both sides of a ratio alike:
 
 1. Server time. Each decision sample is the probe under `EXPLAIN (ANALYZE, BUFFERS, TIMING
    OFF)`: the planning + execution time the server reports. It leaves out the wait for a CPU
    before the backend runs and the client's own scheduling, which are most of what a neighbour
    adds to a sub-millisecond query and nothing a migration can change. Under the neighbour it
-   moved 1.0-2.0x where the wall time moved 2.3-114x.
+   moved 0.6-2.9x where the wall time moved 1.1-119x.
 2. A control. Back to back with every probe sample (in alternating order, the probes shuffled
    each round) the server runs a pure-CPU query (`sql/probes/control.sql`) whose cost the
    baseline matched to that probe's. A sample is read as probe time / control time: the query's
    cost in units of the machine's speed at that moment. A neighbour slows both; a plan change
-   only the probe. Measured: 1.0-1.33x under the neighbour, 5-75x after a dropped index.
+   only the probe. Measured: 0.55-1.54x beside the neighbour, 3.1-144x after a dropped index.
 3. Work per call: shared buffers hit + read per call, from the same EXPLAIN. CPU noise cannot
    change it and a plan that reads the table instead of an index multiplies it (8 -> 864 per
    call for a dropped index at 50,000 allocations). It is evidence in the report, beside the
