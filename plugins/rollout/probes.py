@@ -132,8 +132,8 @@ class ProbeStats:
         cls,
         timings_ms: list[float],
         server: tuple[int, float] | None,
-        samples: ProbeSamples,
-        buffers: list[int],
+        samples: ProbeSamples | None = None,
+        buffers: list[int] | None = None,
     ) -> ProbeStats:
         calls, total_ms = server if server else (None, None)
         return cls(
@@ -144,9 +144,9 @@ class ProbeStats:
             max_ms=max(timings_ms),
             server_calls=calls,
             server_mean_ms=(total_ms / calls) if calls else None,
-            server_time_p50_ms=statistics.median(samples.server_time_ms),
-            control_p50_ms=statistics.median(samples.control_ms),
-            buffers_per_call=statistics.fmean(buffers),
+            server_time_p50_ms=statistics.median(samples.server_time_ms) if samples else None,
+            control_p50_ms=statistics.median(samples.control_ms) if samples else None,
+            buffers_per_call=statistics.fmean(buffers) if buffers else None,
         )
 
 
