@@ -5,7 +5,7 @@ UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 FLEET ?= 0
 
-.PHONY: install browser demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-locktime
+.PHONY: install browser demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-noise bench-locktime
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -61,6 +61,9 @@ bench-validation: install  ## time the post-migration validation on 1,000,000 al
 
 bench-probes: install  ## the allocation query probes before and after the up, 1,000,000 allocations
 	@$(UV) run --frozen python benchmarks/probes.py --allocations 1000000
+
+bench-noise: install  ## the monitoring's regression rule, old and new, beside a CPU neighbour: false positives and dropped indexes found
+	@$(UV) run --frozen python benchmarks/probe_noise.py --allocations 50000 --trials 20 --detections 10 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))
 
 bench-locktime: install  ## lock time at 100k and 1M allocations, and the prediction's error
 	@$(UV) run --frozen python benchmarks/locktime.py --small 100000 --large 1000000

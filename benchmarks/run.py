@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import e2e
 import fleet
 import locktime
+import probe_noise
 import probes
 import seed
 import stall
@@ -43,10 +44,16 @@ class Scale:
     reader_s: float
     end_to_end: int
     fleet: int
+    noise: int  # allocations for the regression rule beside a CPU neighbour
+    noise_trials: int  # unchanged monitorings beside it
+    noise_detections: int  # dropped indexes
 
 
-FULL = Scale(1_000_000, 1_000_000, 100_000, 1_000_000, 1_000_000, 1_000_000, 20.0, 100_000, 100)
-SMOKE = Scale(2_000, 2_000, 1_000, 4_000, 2_000, 2_000, 2.0, 2_000, 3)
+FULL = Scale(
+    1_000_000, 1_000_000, 100_000, 1_000_000, 1_000_000, 1_000_000, 20.0, 100_000, 100,
+    50_000, 20, 10,
+)  # fmt: skip
+SMOKE = Scale(2_000, 2_000, 1_000, 4_000, 2_000, 2_000, 2.0, 2_000, 3, 2_000, 1, 1)
 
 
 def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
@@ -60,6 +67,9 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
         ("lock held and its prediction", lock),
         ("application queries before and after", lambda a: probes.probe_table(
             probes.measure_probes(a, scale.probes))),
+        ("regression rule beside a CPU neighbour", lambda a: probe_noise.noise_table(
+            probe_noise.measure_noise(a, scale.noise, scale.noise_trials,
+                                      scale.noise_detections))),
         ("writer stall", lambda a: stall.stall_table(
             stall.run_stall(a, scale.stall, scale.reader_s))),
         ("writer stall, the down", lambda a: stall.stall_table(

@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--regression-threshold",
         type=_ratio,
         default=probes.DEFAULT_THRESHOLD,
-        help="median after/before beyond which a probe counts as regressed",
+        help="median after/before (server time against a control) beyond which a probe "
+        "counts as regressed",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -101,7 +101,8 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
     "regression_threshold": (
         2.0,
         {"type": "number", "exclusiveMinimum": 1},
-        "A query's median after / before beyond which it counts as regressed.",
+        "A query's median after / before beyond which it counts as regressed (its server "
+        "time, read against a control query timed beside it; see rollout.probes).",
     ),
     "on_reject": (
         "rollback_staging",

@@ -34,6 +34,7 @@ def test_every_benchmark_reports(smoke_output):
         "seeding",
         "lock held and its prediction",
         "application queries before and after",
+        "regression rule beside a CPU neighbour",
         "writer stall",
         "writer stall, the down",
         "validation",
@@ -48,6 +49,10 @@ def test_each_figure_stands_beside_its_goal(smoke_output):
         r"\| 4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ (met|NOT met) \| [\d.]+ (met|NOT met) \|",
         r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
         r"our key order: no regression beyond 2x over 4 probes",
+        r"\| unchanged database, neighbour started after the baseline: trials flagged "
+        r"\(false positives\) \| \d+/1 \| \d+/1 \|",
+        r"new rule: \d+ false positives, \d+ dropped indexes missed \(goal: none of either: "
+        r"(met|NOT met)\)",
         r"worst stall, ours / naive: [\d.]+ s / [\d.]+ s = [\d.]+ \(goal <= 0.35",
         r"validation: [\d.]+ s \(goal < 30 s\), peak memory \d+ MiB \(goal < 1024 MiB\)",
         r"DAG run \(success\): [\d.]+ s, of which the gate and window waited [\d.]+ s",
