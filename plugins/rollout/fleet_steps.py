@@ -15,6 +15,7 @@ from rollout.settings import check_conn_id
 from rollout.steps import (
     Run,
     hold_lease,
+    keep_ledger,
     ledger_state,
     preflight_target,
     release_leases,
@@ -164,6 +165,9 @@ def write_fleet_report(
           for r in rows),
     ]  # fmt: skip
     run.artifacts.write_json("fleet-report.json", {"outcome": outcome, "targets": rows})
+    keep_ledger(run, "staging")
+    for trun in target_runs:
+        keep_ledger(trun, "production")
     release_leases(run, ["staging"])
     for trun in target_runs:
         release_leases(trun, ["production"])

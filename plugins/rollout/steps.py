@@ -659,6 +659,11 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     targets = {
         target: target_story(run, target, states.get(f"apply_{target}")) for target in TARGETS
     }
+    for target in TARGETS:
+        keep_ledger(run, target)
+    run.artifacts.write_json(
+        "outcome.json", {"outcome": outcome, "states": states, "targets": targets}
+    )
     head = [f"- **{target}**: {story}" for target, story in targets.items()]
     approval = approval_record(run.artifacts)
     if approval:
@@ -669,6 +674,23 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     )  # fmt: skip
     run.say(f"report: {outcome}; {len(files)} artifacts")
     return {"outcome": outcome, "artifacts": files, "targets": targets}
+
+
+def keep_ledger(run: Run, target: str) -> None:
+    """The target's ledger as this run left it (`<target>/ledger.json`: every row, this run's
+    marked), so a review of the run shows what it did even after later runs changed the
+    target. Unreachable: the file says why."""
+    try:
+        with run.connect(target, "report") as conn:
+            rows = ledger.history(conn)
+    except RolloutError as exc:
+        run.folder(target).write_json("ledger.json", {"error": str(exc), "rows": []})
+        return
+    for row in rows:
+        row["this_run"] = row["run_id"] == run.run_id
+    run.folder(target).write_json(
+        "ledger.json", {"taken_at": dt.datetime.now(dt.UTC).isoformat(), "rows": rows}
+    )
 
 
 def task_note(artifacts: ArtifactDir, task: str) -> str | None:
