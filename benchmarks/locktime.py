@@ -39,7 +39,7 @@ def measure_lock_times(admin: str | None, allocations: int) -> LockTimes:
         bare = timed_sql(dsn, "bare_gist_index.sql")
         seed = timed_sql(dsn, "seed_constraint.sql")
         ours = production_step(dsn)
-    return LockTimes(allocations, ours["allocation_rows"], bare, seed, ours["lock_seconds"])
+    return LockTimes(allocations, ours["locked_rows"], bare, seed, ours["lock_seconds"])
 
 
 def _verdict(ok: bool) -> str:

@@ -111,7 +111,7 @@ with DAG(
                     run_from_context(context),
                     lambda: steps.predict_target_lock(
                         ti.xcom_pull(task_ids="apply_staging"),
-                        checked["staging"]["allocation_rows"],
+                        checked["staging"]["locked_rows"],
                         max(checked["targets"][c] for c in members),
                     ),
                     f"wave {k}",

@@ -41,8 +41,13 @@ class AssignmentResult:
 
 
 def run_assignment_suite(
-    dsn: str, artifacts: ArtifactDir | Path | str, timeout_s: int = 600
+    dsn: str,
+    artifacts: ArtifactDir | Path | str,
+    suite_dir: Path = SUITE_DIR,
+    timeout_s: int = 600,
 ) -> AssignmentResult:
+    """Run the pytest suite in `suite_dir` against dsn; its JUnit XML and a report in
+    artifacts. The suite reads its target from ROLLOUT_ASSIGNMENT_DSN."""
     out = as_artifact_dir(artifacts)
     # pytest prints a failing test's arguments, the DSN among them: the password goes to the
     # child through PGPASSWORD instead, and what it writes is scrubbed on top of that.
@@ -58,8 +63,8 @@ def run_assignment_suite(
     with tempfile.TemporaryDirectory(prefix="rollout-assignment-") as basetemp:
         junit = Path(basetemp) / "assignment-junit.xml"
         command = [
-            sys.executable, "-m", "pytest", str(SUITE_DIR),
-            f"--confcutdir={SUITE_DIR}",  # the project's own conftest (its database fixtures) stays out
+            sys.executable, "-m", "pytest", str(suite_dir),
+            f"--confcutdir={suite_dir}",  # the project's own conftest (its database fixtures) stays out
             # its own temp root: pytest prunes old ones under the shared root, a caller's included
             f"--basetemp={basetemp}",
             f"--junitxml={junit}", "-p", "no:cacheprovider", "-q",

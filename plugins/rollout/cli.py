@@ -193,6 +193,35 @@ def _cli_owner(run, bundle) -> str | None:
     return state.run_id if state.applied and (state.run_id or "").startswith("cli__") else None
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """`bundle check [VERSION|PATH]`: what a bundle lacks, each as what to fix (exit 1), or that
+    it is ready; `bundle import FILE`: a bundle scaffold from a Supabase migration file."""
+    from rollout.authoring import check_bundle, import_supabase
+    from rollout.migrations import MigrationBundle
+
+    if args.action == "import":
+        if not args.target:
+            raise RolloutError("bundle import needs the Supabase file: supabase/migrations/<…>.sql")
+        into = Path(args.into) if args.into else None
+        bundle = import_supabase(Path(args.target), *([into] if into else []))
+        print(f"imported into {bundle.path}; complete it:")
+        for problem in check_bundle(bundle):
+            print(f"  - {problem}")
+        return 0
+    target = args.target
+    if target and Path(target).is_dir():
+        path = Path(target)
+        bundle = MigrationBundle(path.name[:14], path.name[15:], path)
+    else:
+        bundle = load_bundle(target)
+    problems = check_bundle(bundle)
+    for problem in problems:
+        print(f"{bundle.path.name}: {problem}")
+    if not problems:
+        print(f"{bundle.path.name}: ready")
+    return 1 if problems else 0
+
+
 def cmd_lease(args: argparse.Namespace) -> int:
     """Who holds a target's lease, or give back one a run left behind (a run killed before its
     report). Releasing names the run, so a lease another run took meanwhile is never freed."""
@@ -388,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
             kind = float if isinstance(default, float) else int
             p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=doc)
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "bundle", help="check a bundle (ready to run?), or import a Supabase migration file"
+    )
+    p.add_argument("action", choices=["check", "import"])
+    p.add_argument(
+        "target", nargs="?",
+        help="check: a version or a bundle folder (default: the newest); import: the file",
+    )  # fmt: skip
+    p.add_argument("--into", help="import: the bundles folder (default sql/migrations)")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser(
         "lease", help="show who holds a target (one rollout at a time), or release a stale lease"

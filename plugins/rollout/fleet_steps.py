@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from rollout import fleet
 from rollout.artifacts import list_tree
 from rollout.errors import TargetUnavailable
-from rollout.locktime import allocation_rows
+from rollout.locktime import locked_rows
 from rollout.settings import check_conn_id
 from rollout.steps import (
     Run,
@@ -53,7 +53,7 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
         try:
             with target.connect("production", "preflight") as conn:
                 hold_lease(target, conn, "production")  # every target, until the report
-                rows[conn_id] = allocation_rows(conn)
+                rows[conn_id] = locked_rows(conn, bundle.manifest.lock_tables)
         except TargetUnavailable as exc:
             raise TargetUnavailable(f"production target {conn_id}: {exc}") from None
     largest = max(rows, key=rows.__getitem__)
@@ -64,7 +64,7 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
         "version": bundle.version,
         "checksum": bundle.checksum,
         "staging": staging,
-        "production": {"conn_id": largest, "allocation_rows": rows[largest]},
+        "production": {"conn_id": largest, "locked_rows": rows[largest]},
         "targets": rows,
         "plan": settings.plan(),
         "waves": len(settings.waves),

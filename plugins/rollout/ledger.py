@@ -152,12 +152,6 @@ def take_rollout_lock(conn: psycopg.Connection, target: str, wait_s: float = 0.0
         )
 
 
-def compatibility_problems(conn: psycopg.Connection) -> list[str]:
-    """Functions that use allocations_no_overlap as an ON CONFLICT arbiter (they would break)."""
-    rows = conn.execute(sql_text(SQL_DIR / "preflight" / "compatibility_scan.sql").encode())
-    return [row[0] for row in rows.fetchall()]
-
-
 @dataclass(frozen=True)
 class Lease:
     """Which run holds a database: one rollout at a time, for the whole run."""

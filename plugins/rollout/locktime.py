@@ -1,22 +1,39 @@
-"""How long the up holds its lock on allocations, measured on one database and predicted for
-another from row counts (staging's measurement sizes production's budget)."""
+"""How long a bundle's lock phase holds its strong locks, measured on one database and
+predicted for another from the row counts of the tables it locks (its manifest's
+`lock_tables`): staging's measurement sizes production's budget."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
+from psycopg import sql
 
 from rollout.errors import RolloutError
 
 
-def allocation_rows(conn: psycopg.Connection) -> int:
-    """Rows in public.allocations: the planner's estimate when the table was analyzed (cheap on
-    a big production table), else an exact count."""
-    estimate = conn.execute(
-        "SELECT reltuples::bigint FROM pg_class WHERE oid = 'public.allocations'::regclass"
-    ).fetchone()[0]
-    if estimate and estimate > 0:
-        return int(estimate)
-    return conn.execute("SELECT count(*) FROM public.allocations").fetchone()[0]
+def locked_rows(conn: psycopg.Connection, tables: Sequence[str]) -> int:
+    """Rows in the tables a lock phase locks: each table's planner estimate when it was
+    analyzed (cheap on a big production table), else an exact count; a table that does not
+    exist (yet) counts none."""
+    total = 0
+    for table in tables:
+        found = conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", (table,)
+        ).fetchone()
+        if found is None:
+            continue
+        if found[0] and found[0] > 0:
+            total += int(found[0])
+        else:
+            name = sql.Identifier(*table.split("."))
+            total += conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()[0]
+    return total
+
+
+def describe_tables(tables: Sequence[str]) -> str:
+    """For messages and the approval: the locked tables, or that there are none."""
+    return ", ".join(tables) if tables else "no table (the bundle names none in lock_tables)"
 
 
 def predict_lock_seconds(measured_seconds: float, measured_rows: int, target_rows: int) -> float:
@@ -26,6 +43,8 @@ def predict_lock_seconds(measured_seconds: float, measured_rows: int, target_row
     Linear scaling predicts 52.8 s (+1.4 %); n·log n, the textbook shape of a GiST build plus
     one probe per row, predicts 63.4 s (+22 %).
     """
+    if measured_rows == 0 and target_rows == 0 and measured_seconds >= 0:
+        return measured_seconds  # no rows to scale by: the lock takes what it took
     if measured_rows < 1 or target_rows < 0 or measured_seconds < 0:
         raise RolloutError(
             f"cannot predict from {measured_rows} measured rows and {measured_seconds:.3f} s: "

@@ -16,11 +16,23 @@ migration and may not guess.
     # own transaction, the count checked against what the drop removes.
     export = ["public.booking_confirmation_results"]
 
-A missing list means "none": a bundle that says nothing may change no row. At the top level,
-`lock_tables = ["public.allocations"]` names the tables the lock phases take ACCESS EXCLUSIVE
-(locked first there, so exports and drops follow the application's lock order), and
-`expectations = "<folder>"` the folder under expectations/ holding its suites (default: the
-bundle's own version).
+    [supabase]            # optional: the Supabase CLI migration file the bundle came from
+    version = "20251113203000"
+    name = "capacity_overlap_and_confirm_cache"
+    source = "supabase.sql"   # that file as written; its statements go in the CLI's history
+
+A missing list means "none": a bundle that says nothing may change no row. At the top level:
+
+- `lock_tables = ["public.allocations"]`: the tables the lock phases take ACCESS EXCLUSIVE.
+  They are locked first there (so exports and drops follow the application's lock order), and
+  their rows size the lock time, its prediction and the approval's text.
+- `preflight_checks = ["checks/…sql"]`: this bundle's own checks before anything is changed;
+  each query returns the problems it finds (a row each, the first column naming it), its
+  first comment line says what is wrong; any row refuses the run at preflight.
+- `application_tests = "tests/assignment"`: the application's test suite (pytest) run against
+  staging after the apply, in synthetic tenants it makes and removes; absent: none.
+- `expectations = "<folder>"`: the folder under expectations/ holding its suites (default: the
+  bundle's own version).
 """
 
 from __future__ import annotations
@@ -62,12 +74,22 @@ class RowRules:
 
 
 @dataclass(frozen=True)
+class SupabaseSource:
+    version: str
+    name: str
+    source: str  # the CLI's file, kept in the bundle as written
+
+
+@dataclass(frozen=True)
 class Manifest:
     up: RowRules
     down: RowRules
     expectations: str | None = None  # folder under expectations/ (default: the version)
     # Tables the scripts' lock phases take ACCESS EXCLUSIVE: locked first, in this order.
     lock_tables: tuple[str, ...] = ()
+    preflight_checks: tuple[str, ...] = ()  # paths relative to the bundle
+    application_tests: str | None = None  # a pytest folder relative to the project
+    supabase: SupabaseSource | None = None
 
     def rules(self, direction: str) -> RowRules:
         return {"up": self.up, "down": self.down}[direction]
@@ -85,9 +107,13 @@ def load_manifest(bundle_path: Path) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"up", "down", "expectations", "lock_tables"}
+    known = {"up", "down", "supabase", "expectations", "lock_tables", "preflight_checks",
+             "application_tests"}  # fmt: skip
+    unknown = set(data) - known
     if unknown:
-        raise BundleError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise BundleError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
     expectations = data.get("expectations")
     if expectations is not None and not (
         isinstance(expectations, str) and re.fullmatch(r"[A-Za-z0-9_-]+", expectations)
@@ -100,12 +126,52 @@ def load_manifest(bundle_path: Path) -> Manifest:
         raise BundleError(
             f"{path}: lock_tables must list schema-qualified table names (e.g. public.allocations)"
         )
+    checks = data.get("preflight_checks", [])
+    if not isinstance(checks, list) or not all(_relative_file(c) for c in checks):
+        raise BundleError(
+            f"{path}: preflight_checks must list .sql files inside the bundle (e.g. "
+            '"checks/preflight_on_conflict.sql")'
+        )
+    tests = data.get("application_tests")
+    if tests is not None and not (isinstance(tests, str) and _relative_path(tests)):
+        raise BundleError(
+            f"{path}: application_tests must name a folder of the project (e.g. "
+            '"tests/assignment"), or be left out for none'
+        )
     return Manifest(
         up=_rules(path, "up", data.get("up", {}), export_allowed=False),
         down=_rules(path, "down", data.get("down", {}), export_allowed=True),
         expectations=expectations,
         lock_tables=tuple(lock_tables),
+        preflight_checks=tuple(checks),
+        application_tests=tests,
+        supabase=_supabase(path, data.get("supabase")),
     )
+
+
+def _relative_path(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and bool(value)
+        and not value.startswith("/")
+        and ".." not in value.split("/")
+    )
+
+
+def _relative_file(value: Any) -> bool:
+    return _relative_path(value) and value.endswith(".sql")
+
+
+def _supabase(path: Path, raw: Any) -> SupabaseSource | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"version", "name", "source"}:
+        raise BundleError(f"{path}: [supabase] needs version, name and source, nothing else")
+    if not re.fullmatch(r"[0-9]+", str(raw["version"])) or not _relative_file(raw["source"]):
+        raise BundleError(
+            f"{path}: [supabase] version is the file's number, source the .sql file in the bundle"
+        )
+    return SupabaseSource(str(raw["version"]), str(raw["name"]), raw["source"])
 
 
 def _rules(path: Path, section: str, raw: Mapping[str, Any], *, export_allowed: bool) -> RowRules:

@@ -23,7 +23,7 @@ from rollout.db import run_sql_file
 from rollout.errors import BundleError, RollbackRefused, RolloutError
 from rollout.lock_retries import LockRetries, with_lock_retries
 from rollout.manifest import Manifest, load_manifest
-from rollout.paths import MIGRATIONS_DIR, sql_text
+from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, sql_text
 from rollout.row_effects import RowEffects, read_counters
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
@@ -56,6 +56,27 @@ class MigrationBundle:
         """The folder under expectations/ with this bundle's suites."""
         return self.manifest.expectations or self.version
 
+    @property
+    def expectations_dir(self) -> Path:
+        """This bundle's expectation suites: its own `expectations/` folder when it has one,
+        else the folder under the project's expectations/ its manifest (or version) names."""
+        own = self.path / "expectations"
+        return own if own.is_dir() else PROJECT_ROOT / "expectations" / self.expectations_key
+
+    @property
+    def supabase_migration(self):
+        """(version, name, statements) for the Supabase CLI's history: the CLI file the bundle
+        came from (manifest [supabase]) or, for a bundle written here, up.sql as the CLI would
+        split it."""
+        from rollout.supabase import SupabaseMigration, split_statements
+
+        own = self.manifest.supabase
+        if own is not None:
+            return SupabaseMigration(
+                own.version, own.name, split_statements(sql_text(self.path / own.source))
+            )
+        return SupabaseMigration(self.version, self.name, split_statements(sql_text(self.up_path)))
+
     @cached_property
     def checksum(self) -> str:
         """sha256 over every file of the bundle (path and content), in name order."""
@@ -84,8 +105,9 @@ def _strip_leading_comments(text: str) -> str:
     return "".join(lines)
 
 
-def discover_bundles(directory: Path = MIGRATIONS_DIR) -> list[MigrationBundle]:
-    """Every bundle folder, oldest version first."""
+def discover_bundles(directory: Path | None = None) -> list[MigrationBundle]:
+    """Every bundle folder (of MIGRATIONS_DIR by default), oldest version first."""
+    directory = directory or MIGRATIONS_DIR
     bundles = []
     for path in sorted(p for p in directory.iterdir() if p.is_dir()):
         match = _BUNDLE_DIR.match(path.name)
@@ -98,8 +120,9 @@ def discover_bundles(directory: Path = MIGRATIONS_DIR) -> list[MigrationBundle]:
     return bundles
 
 
-def load_bundle(version: str | None = None, directory: Path = MIGRATIONS_DIR) -> MigrationBundle:
+def load_bundle(version: str | None = None, directory: Path | None = None) -> MigrationBundle:
     """The bundle of that version, or the newest when version is None."""
+    directory = directory or MIGRATIONS_DIR
     bundles = discover_bundles(directory)
     if not bundles:
         raise BundleError(f"no migration bundles under {directory}")
@@ -286,6 +309,28 @@ def apply_down(
         conn, bundle, "down", retries=retries, settings=settings, before_commit=before_commit,
         keep_export=keep_export,
     )  # fmt: skip
+
+
+def preflight_problems(conn: psycopg.Connection, bundle: MigrationBundle) -> list[str]:
+    """What the bundle's own preflight checks (manifest) find, one line each: the check's
+    first comment line, then what it named."""
+    problems = []
+    for name in bundle.manifest.preflight_checks:
+        path = bundle.path / name
+        if not path.is_file():
+            raise BundleError(f"bundle {bundle.path.name}: preflight check {name} is missing")
+        text = sql_text(path)
+        first = text.lstrip().splitlines()[0] if text.strip() else ""
+        message = first.removeprefix("--").strip() if first.startswith("--") else name
+        rows: list = []
+        with conn.transaction():  # a check reads; whatever it did is rolled back anyway
+            rows = conn.execute(text.encode()).fetchall()
+            raise psycopg.Rollback()
+        if rows:
+            named = ", ".join(str(row[0]) for row in rows[:10])
+            more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+            problems.append(f"{name}: {named}{more}: {message}")
+    return problems
 
 
 def run_check(conn: psycopg.Connection, bundle: MigrationBundle, name: str) -> None:

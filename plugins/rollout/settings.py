@@ -132,6 +132,12 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         "Applications write to staging during the rollout: its row counts are then not "
         "compared exactly (the apply's own row effects still are).",
     ),
+    "supabase_history": (
+        "auto",
+        {"type": "string", "enum": ["auto", "create", "off"]},
+        "Supabase CLI's history (supabase_migrations.schema_migrations): auto writes its row "
+        "where the table exists, create makes the table when missing, off never touches it.",
+    ),
     "approval_timeout_h": (
         24.0,
         {"type": "number", "exclusiveMinimum": 0, "maximum": 720},
@@ -158,6 +164,7 @@ class RolloutSettings:
     approval_timeout_h: float = 24.0
     staging_has_writers: bool = False
     waive_four_eyes: bool = False
+    supabase_history: str = "auto"
 
     def approval_assignees(self, triggered_by: str | None) -> list[str]:
         """Who may answer the production gate: the approvers, never the person who triggered
@@ -213,6 +220,9 @@ class RolloutSettings:
             )
         try:
             bundle = load_bundle(values["version"] or None)
+            from rollout.authoring import require_ready
+
+            require_ready(bundle)  # an imported scaffold runs only once its author finished it
         except RolloutError as exc:
             raise SettingsError(f"version: {exc}") from None
         try:

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rollout import db, ledger
+from rollout import db, ledger, supabase
 from rollout.errors import BundleError, RolloutError
 from rollout.migrations import discover_bundles, load_bundle
 
@@ -19,6 +19,10 @@ class TargetStatus:
     database: str
     has_ledger: bool
     versions: list[dict[str, Any]] = field(default_factory=list)  # one per version, last state
+    # Supabase CLI's history (supabase_migrations.schema_migrations): its versions, or None
+    # when the target has no such table.
+    supabase: list[str] | None = None
+    disagreements: list[str] = field(default_factory=list)
 
 
 def target_dsn(target: str) -> str:
@@ -46,6 +50,8 @@ def read_status(target: str, dsn: str | None = None) -> TargetStatus:
     with db.connect(dsn, application_name="rollout-status") as conn:
         status = TargetStatus(target, db.redact(dsn), ledger.has_ledger(conn))
         rows = ledger.history(conn)  # reads only: never creates the ledger
+        if supabase.has_history(conn):
+            status.supabase = [row["version"] for row in supabase.history(conn)]
     on_disk = {b.version: b for b in discover_bundles()}
     last: dict[str, dict[str, Any]] = {}
     for row in rows:
@@ -67,9 +73,53 @@ def read_status(target: str, dsn: str | None = None) -> TargetStatus:
                 "actor": row["actor"],
                 "lock_s": row["lock_s"],
                 "bundle_on_disk": on_disk_state,
+                "supabase": _listed(status, bundle, version),
             }
         )
+    status.disagreements = disagreements(status, on_disk)
     return status
+
+
+def _listed(status: TargetStatus, bundle: Any, version: str) -> str:
+    """Whether Supabase's history lists the bundle's migration: listed, missing, or - (no
+    history table here)."""
+    if status.supabase is None:
+        return "-"
+    key = bundle.supabase_migration.version if bundle is not None else version
+    return "listed" if key in status.supabase else "missing"
+
+
+def disagreements(status: TargetStatus, on_disk: dict[str, Any]) -> list[str]:
+    """Where the two histories disagree, each said as what would go wrong."""
+    if status.supabase is None:
+        return []
+
+    def key(version: str) -> str:  # the bundle's version in Supabase's history
+        bundle = on_disk.get(version)
+        return bundle.supabase_migration.version if bundle is not None else version
+
+    found, seen = [], set()
+    for entry in status.versions:
+        listed = key(entry["version"]) in status.supabase
+        seen.add(key(entry["version"]))
+        if entry["state"] == "applied" and not listed:
+            found.append(
+                f"{entry['version']} is applied (rollout ledger) but missing from Supabase's "
+                "history: the next `supabase db push` would apply it again"
+            )
+        elif entry["state"] != "applied" and listed:
+            found.append(
+                f"{entry['version']} is rolled back (rollout ledger) but Supabase's history "
+                "still lists it: `supabase migration list` claims it is deployed"
+            )
+    ours = {key(version) for version in on_disk}
+    found += [
+        f"{version} is in Supabase's history but the rollout never applied it here: applied "
+        "outside the rollout"
+        for version in status.supabase
+        if version in ours and version not in seen
+    ]
+    return found
 
 
 def require(status: TargetStatus, version: str) -> str | None:
@@ -106,15 +156,18 @@ def render_table(statuses: list[TargetStatus]) -> str:
             lines.append("  the ledger has no applied or rolled back version")
         lines.append(
             f"  {'version':<15} {'state':<12} {'checksum':<13} {'when':<26} {'lock s':>7}  "
-            f"{'bundle on disk':<14} run"
+            f"{'bundle on disk':<14} {'supabase':<9} run"
         )
         for v in status.versions:
             lock = f"{v['lock_s']:.2f}" if v["lock_s"] is not None else "-"
             lines.append(
                 f"  {v['version']:<15} {v['state']:<12} {v['checksum'][:12]:<13} "
                 f"{v['at'][:19].replace('T', ' ') + ' UTC':<26} "
-                f"{lock:>7}  {v['bundle_on_disk']:<14} {v['run_id']}"
+                f"{lock:>7}  {v['bundle_on_disk']:<14} {v.get('supabase', '-'):<9} {v['run_id']}"
             )
+        if status.supabase is not None:
+            lines.append(f"  Supabase history: {', '.join(status.supabase) or 'empty'}")
+        lines += [f"  DISAGREES: {d}" for d in status.disagreements]
     return "\n".join(lines)
 
 

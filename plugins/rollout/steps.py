@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from rollout import db, ledger, probes
+from rollout import db, ledger, probes, supabase
 from rollout.artifacts import ArtifactDir, list_tree, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
@@ -27,8 +27,15 @@ from rollout.diff import capture_db_diff as write_db_diff
 from rollout.diff import diff_snapshots, save_snapshot
 from rollout.errors import RollbackRefused, RolloutError, TargetUnavailable
 from rollout.lock_retries import LockNotGranted
-from rollout.locktime import allocation_rows, predict_lock_seconds
-from rollout.migrations import RowRulesBroken, ScriptRun, list_down_conflicts, run_check, run_script
+from rollout.locktime import describe_tables, locked_rows, predict_lock_seconds
+from rollout.migrations import (
+    RowRulesBroken,
+    ScriptRun,
+    list_down_conflicts,
+    preflight_problems,
+    run_check,
+    run_script,
+)
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
 from rollout.settings import RolloutSettings
@@ -157,26 +164,38 @@ def preflight_target(run: Run, target: str) -> dict[str, Any]:
         hold_lease(run, conn, target)  # until the run's report
         state = ledger.version_state(conn, bundle.version)
         ledger.require_matching_checksum(state, bundle)
-        problems = ledger.compatibility_problems(conn)
+        if not state.applied and run.settings.supabase_history != "off":
+            migration = bundle.supabase_migration
+            if supabase.listed(conn, migration.version):
+                raise StepFailed(
+                    f"{target}: Supabase's migration history lists {migration.version} but the "
+                    "rollout's ledger never applied it: it was applied outside the rollout "
+                    "(supabase db push?). Nothing changed; check the schema, then either record "
+                    "it as applied or revert it in Supabase's history (supabase migration "
+                    "repair --status reverted)"
+                )
+        problems = preflight_problems(conn, bundle)
         if problems:
             raise StepFailed(
-                f"{target}: {', '.join(problems)} use allocations_no_overlap as an ON CONFLICT "
-                "arbiter; a deferrable constraint cannot be one, so they would fail after the "
-                "migration. Change them first"
+                f"{target}: the bundle's preflight checks refuse the rollout, nothing changed: "
+                + "; ".join(problems)
             )
-        rows = allocation_rows(conn)
+        rows = locked_rows(conn, bundle.manifest.lock_tables)
         folder = run.folder(target, "before")
         # Row counts always (validation compares with them); the schema only while it is
         # the pre-migration one a rollback must return to.
         folder.write_json("row-counts.json", table_row_counts(conn))
         if not state.applied:
             save_snapshot(snapshot_schema(conn), folder, "schema.json")
-        run.say(f"preflight: {target}: {state.describe()}; {rows:,} allocations")
+        run.say(
+            f"preflight: {target}: {state.describe()}; {rows:,} rows in "
+            f"{describe_tables(bundle.manifest.lock_tables)}"
+        )
         return {
             "applied": state.applied,
             "applied_by": state.run_id if state.applied else None,
             "state": state.describe(),
-            "allocation_rows": rows,
+            "locked_rows": rows,
             "server_version": db.server_version(conn),
         }
 
@@ -224,23 +243,27 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
             run.say(f"apply {target}: nothing to do, {state.describe()}")
             return {"noop": True, "state": state.describe(), "lock_seconds": state.lock_s,
                     "applied_by": state.run_id}  # fmt: skip
-        rows = allocation_rows(conn)
+        rows = locked_rows(conn, bundle.manifest.lock_tables)
         retries = s.lock_retries_policy
         settings = {}
         if statement_timeout_s:
             settings["statement_timeout"] = f"{int(statement_timeout_s * 1000)}ms"
         started_at = dt.datetime.now(dt.UTC)
-        run.say(f"apply {target}: {rows:,} allocations; {retries.describe()}")
+        run.say(
+            f"apply {target}: {rows:,} rows in {describe_tables(bundle.manifest.lock_tables)}; "
+            f"{retries.describe()}"
+        )
 
         def record(c: psycopg.Connection, done: ScriptRun) -> None:
             watch.check()  # a task its worker lost never commits
+            history = supabase.sync(c, bundle.supabase_migration, "up", s.supabase_history)
             ledger.record(
                 c, bundle, direction="up", outcome="applied", run_id=run.run_id,
                 actor=run.actor, started_at=started_at, duration_s=done.seconds,
                 lock_s=done.lock_seconds, row_effects=done.effects.to_json(),
                 session=run.session,
-                detail=f"attempt {done.attempt} of {retries.attempts}, {rows} allocations; "
-                f"rows: {done.effects.describe()}",
+                detail=f"attempt {done.attempt} of {retries.attempts}, {rows} rows locked; "
+                f"rows: {done.effects.describe()}; {history}",
             )  # fmt: skip
 
         try:
@@ -266,14 +289,15 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
             ) from exc
         run_check(conn, bundle, "verify_up")
     run.say(
-        f"apply {target}: applied in {result.seconds:.1f} s; allocations locked "
+        f"apply {target}: applied in {result.seconds:.1f} s; "
+        f"{describe_tables(bundle.manifest.lock_tables)} locked "
         f"{result.lock_seconds:.2f} s; rows: {result.effects.describe()}"
     )
     return {
         "noop": False,
         "seconds": round(result.seconds, 3),
         "lock_seconds": round(result.lock_seconds, 3),
-        "allocation_rows": rows,
+        "locked_rows": rows,
         "attempts": result.attempts,
         "row_effects": result.effects.describe(),
     }
@@ -304,8 +328,8 @@ def predict_production_lock(staging_apply: dict, preflight_result: dict) -> floa
     """Staging's measured lock time scaled to production's row count."""
     return predict_target_lock(
         staging_apply,
-        preflight_result["staging"]["allocation_rows"],
-        preflight_result["production"]["allocation_rows"],
+        preflight_result["staging"]["locked_rows"],
+        preflight_result["production"]["locked_rows"],
     )
 
 
@@ -315,7 +339,7 @@ def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int
     measured = staging_apply.get("lock_seconds")
     if measured is None:
         raise RolloutError("staging has no measured lock time (applied outside this tool?)")
-    rows = staging_apply.get("allocation_rows") or staging_rows
+    rows = staging_apply.get("locked_rows") or staging_rows
     return predict_lock_seconds(measured, max(rows, 1), target_rows)
 
 
@@ -343,7 +367,7 @@ def validate(run: Run, target: str) -> dict:
     with run.connect(target, "validate") as conn:
         rows_check = row_effects_check(conn, run.bundle)
     report = validate_target(
-        run.dsn(target), run.bundle.expectations_key, "post_migration", folder, target=target,
+        run.dsn(target), run.bundle.expectations_dir, "post_migration", folder, target=target,
         row_counts=counts, extra_checks=[rows_check],
     )  # fmt: skip
     gx = report.gx
@@ -420,15 +444,25 @@ def capture_db_diff(run: Run) -> dict:
 
 
 def run_assignment_tests(run: Run) -> dict:
-    run.say("assignment tests against staging (a synthetic tenant, removed after)")
+    """The application's own tests of this migration (the bundle's `application_tests`) against
+    staging, in synthetic tenants they make and remove; a bundle that names none has none."""
+    from rollout.paths import PROJECT_ROOT
+
+    suite = run.bundle.manifest.application_tests
+    if suite is None:
+        line = "none: the bundle names no application tests"
+        run.say(f"application tests: {line}")
+        return {"line": line, "passed": 0, "failed": 0, "suite": None}
+    run.say(f"application tests ({suite}) against staging (synthetic tenants, removed after)")
     with tempfile.TemporaryDirectory(prefix="rollout-assignment-") as local:
-        result = run_assignment_suite(run.dsn("staging"), Path(local))
+        result = run_assignment_suite(run.dsn("staging"), Path(local), PROJECT_ROOT / suite)
         publish_tree(Path(local), run.folder("staging", "assignment"))
-    run.say(f"assignment tests: {result.line()} in {result.seconds:.1f} s")
+    run.say(f"application tests: {result.line()} in {result.seconds:.1f} s")
     summary = {
         "line": result.line(),
         "passed": result.passed,
         "failed": result.failed + result.errors,
+        "suite": suite,
     }
     if not result.success:
         raise StepFailed(
@@ -449,17 +483,18 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
     diff, tests = facts["capture_db_diff"], facts["run_assignment_tests"]
     predicted = facts["predicted_lock_s"]
     drift = "none" if diff["drift_empty"] else f"**{diff['drift']}** (read drift-db-diff.txt)"
+    locked = describe_tables(run.bundle.manifest.lock_tables)
     return "\n".join(
         [
             f"**{run.bundle.path.name}** is on staging and passed its checks.",
             "",
             f"- Validation on staging: {validation['expectations']} expectations, "
             f"{validation['catalog']} catalog checks passed",
-            f"- Assignment tests on staging: {tests['line']}",
+            f"- Application tests on staging: {tests['line']}",
             f"- Schema change (db-diff): {diff['change']}; staging/production drift: {drift}",
             *_fleet_lines(pre),
-            f"- Production: {pre['production']['allocation_rows']:,} allocations; predicted lock "
-            f"on allocations **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
+            f"- Production: {pre['production']['locked_rows']:,} rows in {locked}; predicted "
+            f"lock on {locked} **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
             f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
             f"- Maintenance window: {s.window.describe()}",
             f"- After the apply: queries watched for {s.monitor_period_s} s; a median over "
@@ -581,12 +616,13 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
         if conflicts:
             folder.write_json("down-conflicts.json", conflicts)
             _record_outcome(
-                run, conn, "down", "refused", f"{len(conflicts)} conflicting allocation pairs"
+                run, conn, "down", "refused", f"{len(conflicts)} conflicting rows (down_conflicts)"
             )
             raise RollbackRefused(
-                f"rollback {target} refused: {len(conflicts)} pairs of allocations would violate "
-                f"the restored constraint (listed in {target}/rollback/down-conflicts.json); "
-                "nothing was deleted. Resolve them with the application's owners, then roll back"
+                f"rollback {target} refused: {len(conflicts)} row(s) the bundle's "
+                "checks/down_conflicts.sql finds would make the down fail (listed in "
+                f"{target}/rollback/down-conflicts.json); nothing was deleted. Resolve them with "
+                "the application's owners, then roll back"
             )
         retries = run.settings.lock_retries_policy
         started_at = dt.datetime.now(dt.UTC)
@@ -597,6 +633,9 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
 
         def record(c: psycopg.Connection, done: ScriptRun) -> None:
             exported = ", ".join(f"{n} rows of {t} exported" for t, n in done.exported.items())
+            history = supabase.sync(
+                c, bundle.supabase_migration, "down", run.settings.supabase_history
+            )
             ledger.record(
                 c, bundle, direction="down", outcome="rolled_back", run_id=run.run_id,
                 actor=run.actor, started_at=started_at, duration_s=done.seconds,
@@ -604,7 +643,7 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
                 session=run.session,
                 detail="; ".join(filter(None, [
                     f"attempt {done.attempt} of {retries.attempts}",
-                    f"on behalf of run {owner}" if owner != run.run_id else "", exported,
+                    f"on behalf of run {owner}" if owner != run.run_id else "", exported, history,
                 ])),
             )  # fmt: skip
 

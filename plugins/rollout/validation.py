@@ -33,6 +33,12 @@ from rollout.secrets import split_password
 log = logging.getLogger(__name__)
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
+
+def suites_folder(suites: str | Path) -> Path:
+    """A bundle's suites: a folder, or a version's folder under expectations/."""
+    return suites if isinstance(suites, Path) else EXPECTATIONS_DIR / suites
+
+
 # Before GX is imported: no usage statistics, nothing fetched from the network.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -68,8 +74,9 @@ def row_count_expectations(counts: dict[str, int]) -> dict[str, list[dict[str, A
     }
 
 
-def suite_path(version: str, suite: str) -> Path:
-    path = EXPECTATIONS_DIR / version / f"{suite}.json"
+def suite_path(version: str | Path, suite: str) -> Path:
+    """The suite file `suite` of a version (or of a folder of suites)."""
+    path = suites_folder(version) / f"{suite}.json"
     if not path.is_file():
         raise RolloutError(
             f"no expectation suite {suite!r} for version {version} (looked for {path})"
@@ -297,7 +304,7 @@ class ValidationReport:
 
 def validate_target(
     dsn: str,
-    version: str,
+    version: str | Path,
     phase: str,
     artifacts: ArtifactDir | Path | str,
     parameters: dict[str, Any] | None = None,
@@ -312,7 +319,7 @@ def validate_target(
 
     out = as_artifact_dir(artifacts)
     gx_summary = run_suite(dsn, suite_path(version, phase), out, parameters, row_counts=row_counts)
-    catalog_spec = EXPECTATIONS_DIR / version / f"catalog_{phase}.json"
+    catalog_spec = suites_folder(version) / f"catalog_{phase}.json"
     catalog: list[CatalogCheck] = list(extra_checks or [])
     if catalog_spec.is_file():
         with connect(dsn) as conn:

@@ -95,7 +95,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
         "Apply 20251113203000_capacity_overlap_and_confirm_cache to production?"
     ).first.wait_for()
     body = page.locator("body").inner_text()
-    assert "predicted lock on allocations" in body and "Maintenance window" in body
+    assert "predicted lock on public.allocations" in body and "Maintenance window" in body
     assert f"Who may answer: {APPROVER}" in body
     shot(page, "2-approval")
     page.get_by_role("button", name="Approve").first.click()

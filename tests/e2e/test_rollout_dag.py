@@ -128,7 +128,7 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
     ).json()["hitl_details"][0]
     assert approval["chosen_options"] == ["Approve"]
     assert approval["responded_by_user"]["name"] == "admin"
-    assert "predicted lock on allocations" in approval["body"]
+    assert "predicted lock on public.allocations" in approval["body"]
     page = f"/rollout/runs/migration_rollout/{run_id}/"
     assert page in approval["body"]
 

@@ -52,7 +52,7 @@ def ledger_rows(dsn: str) -> list[dict]:
 def test_apply_writes_the_ledger_and_a_rerun_is_a_no_op(targets, tmp_path):
     run, said = make_run(targets, tmp_path)
     first = steps.preflight(run)
-    assert first["staging"]["applied"] is False and first["production"]["allocation_rows"] > 0
+    assert first["staging"]["applied"] is False and first["production"]["locked_rows"] > 0
     assert (tmp_path / "artifacts/staging/before/schema.json").is_file()
 
     applied = steps.apply_target(run, "staging")
@@ -139,7 +139,7 @@ def test_a_rollback_blocked_by_data_reports_and_deletes_nothing(targets, tmp_pat
         )
     counts = table_row_counts_of(targets["staging"])
 
-    with pytest.raises(RollbackRefused, match=r"1 pairs .* nothing was deleted"):
+    with pytest.raises(RollbackRefused, match=r"1 row\(s\) .* nothing was deleted"):
         steps.rollback_target(run, "staging")
     conflicts = json.loads(
         (tmp_path / "artifacts/staging/rollback/down-conflicts.json").read_text()

@@ -217,7 +217,7 @@ def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
     )
     run = steps.Run(s.rollout, {}, ArtifactDir(tmp_path), "run", progress=lambda m: None)
     pre = {"plan": s.plan(), "waves": len(s.waves), "on_target_failure": "leave_healthy",
-           "production": {"conn_id": "prod_us_1", "allocation_rows": 900_000}}  # fmt: skip
+           "production": {"conn_id": "prod_us_1", "locked_rows": 900_000}}  # fmt: skip
     facts = {
         "preflight": pre, "predicted_lock_s": 12.5, "apply_staging": {"lock_seconds": 1.2},
         "validate_staging": {"expectations": 20, "catalog": 22},
@@ -227,4 +227,7 @@ def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
     body = steps.approval_body(run, facts, "http://x/rollout/runs/r/")
     assert "- Fleet: 3 production targets in 3 waves, canary first" in body
     assert "the largest, prod_us_1" in body
-    assert "- Production: 900,000 allocations; predicted lock on allocations **12.5 s**" in body
+    assert (
+        "- Production: 900,000 rows in public.allocations; predicted lock on public.allocations"
+        " **12.5 s**" in body
+    )
