@@ -10,7 +10,7 @@ FLEET ?= 0
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --all-extras
 
 demo: install  ## the whole rollout: seed staging and production, run the DAG on Airflow, list artifacts (FLEET=5: to 5 production databases in waves)
 	@$(UV) run --frozen python -m rollout demo --allocations $(ALLOCATIONS) --fleet $(FLEET)

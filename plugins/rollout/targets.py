@@ -43,5 +43,22 @@ def resolve_target(conn_id: str) -> str:
         ) from None
     if not conn.host and not conn.schema:
         raise TargetUnavailable(f"the Airflow connection {conn_id!r} names no host or database")
+    if conn.extra_dejson.get("iam"):
+        conn = _with_iam_token(conn_id, conn)
     remember(conn.password)  # never to be written to an artifact (rollout.secrets)
     return dsn_from_connection(conn)
+
+
+def _with_iam_token(conn_id: str, conn: Any) -> Any:
+    """A cloud IAM login (extras `{"iam": true, "aws_conn_id": …}`, as the Postgres provider's
+    PostgresHook documents them): a short-lived token in place of the password."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    try:
+        login, token, port = PostgresHook(postgres_conn_id=conn_id).get_iam_token(conn)
+    except Exception as exc:  # the cloud provider missing, or no credentials
+        raise TargetUnavailable(
+            f"the Airflow connection {conn_id!r} asks for an IAM login, which failed: {exc}"
+        ) from None
+    conn.login, conn.password, conn.port = login, token, port
+    return conn

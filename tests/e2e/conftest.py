@@ -23,9 +23,12 @@ from rollout.migrations import load_bundle
 from rollout.seed import seed_database
 
 VERSION = "20251113203000"
-# Bundles only the end-to-end tests see (older versions than the real one, so the trigger
-# form's default stays the real bundle): the real one's scripts with one edit each, and its
-# expectations. They sit beside a copy of the real bundle in the folder the stack's
+NOTES = "20251120000000"  # a second bundle: bookings.notes, no application tests
+REFUSED = "20251121000000"  # its own preflight check refuses it
+FIXTURE_BUNDLES = Path(__file__).resolve().parents[1] / "fixtures" / "bundles"
+# Bundles only the end-to-end tests see: the real one's scripts with one edit each, and its
+# expectations (older versions), and the fixtures' bundles on other tables (newer: runs name
+# their version). They sit beside a copy of the real bundle in the folder the stack's
 # ROLLOUT_MIGRATIONS_DIR names.
 LOSSY = "20251001000001"  # its up deletes an allocation the application marked for maintenance
 SLOW = "20251001000002"  # its up holds the allocations lock 10 s before COMMIT
@@ -46,6 +49,8 @@ def bundles_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bundles")
     real = load_bundle(VERSION)
     shutil.copytree(real.path, root / real.path.name)
+    for fixture in FIXTURE_BUNDLES.iterdir():  # newer bundles on other tables (issue 19)
+        shutil.copytree(fixture, root / fixture.name)
     for name, (old, new) in TEST_BUNDLES.items():
         folder = root / name
         shutil.copytree(real.path, folder)

@@ -13,6 +13,7 @@ import pytest
 
 from rollout.airflow_stack import APPROVER
 from rollout.paths import STATE_DIR
+from tests.e2e.conftest import VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +78,7 @@ def test_a_person_approves_in_the_browser(airflow, browser_page):
     page.locator("[name=element_production_conn_id]").fill("p_browser")
     page.locator("[name=element_monitor_period_s]").fill("0")
     page.locator("[name=element_approvers]").fill(APPROVER)
+    page.locator("[name=element_version]").fill(VERSION)
     shot(page, "1-trigger-form")
     known = {r["dag_run_id"] for r in runs(airflow)}
     page.get_by_role("button", name="Trigger").last.click()

@@ -15,6 +15,7 @@ import pytest
 from rollout.airflow_stack import APPROVER, REDIS_BROKER, AirflowStack, free_port
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
+from tests.e2e.conftest import VERSION
 from tests.target_state import migrated
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,7 @@ def test_the_fleet_rolls_out_on_two_celery_workers(celery_airflow, fleet_targets
     stack = celery_airflow
     params = {"staging_conn_id": "s_fleet_celery", "production_targets": ["f_fleet_celery_*"],
               "canary_size": 1, "wave_size": 2, "monitor_period_s": 0,
-              "approvers": [APPROVER]}  # fmt: skip
+              "approvers": [APPROVER], "version": VERSION}  # fmt: skip
     run_id = stack.trigger(params, "fleet_rollout")
     state, _ = follow_run(
         stack, run_id, lambda _m: None, dag_id="fleet_rollout", timeout_s=900, quiet_tasks=True

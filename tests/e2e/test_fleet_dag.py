@@ -14,6 +14,7 @@ from rollout import db
 from rollout.airflow_stack import APPROVER
 from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
+from tests.e2e.conftest import VERSION
 from tests.target_state import migrated, outcomes
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,7 @@ BAD_FUNCTION = (
 def fleet_conf(scenario: str, **params) -> dict:
     return {"staging_conn_id": f"s_{scenario}", "production_targets": [f"f_{scenario}_*"],
             "canary_size": 1, "wave_size": 2, "monitor_period_s": 0, "lock_retries": 1,
-            "retry_backoff_s": 0.5, "approvers": [APPROVER], **params}  # fmt: skip
+            "retry_backoff_s": 0.5, "approvers": [APPROVER], "version": VERSION, **params}  # fmt: skip
 
 
 def run_fleet(airflow, params: dict) -> tuple[str, dict]:

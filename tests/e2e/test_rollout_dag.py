@@ -19,9 +19,11 @@ from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from rollout.errors import RolloutError
 from rollout.ledger import ADVISORY_LOCK_KEY
+from rollout.ledger import history as ledger_history
 from rollout.migrations import load_bundle
+from rollout.schema import snapshot_schema
 from rollout.workload import LiveApplication
-from tests.e2e.conftest import LOSSY, SLOW, VERSION
+from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, VERSION
 from tests.target_state import migrated, outcomes
 
 pytestmark = pytest.mark.slow
@@ -36,7 +38,7 @@ STORY = [
 def conf(scenario: str, **params) -> dict:
     return {"staging_conn_id": f"s_{scenario}", "production_conn_id": f"p_{scenario}",
             "monitor_period_s": 0, "lock_retries": 1, "retry_backoff_s": 0.5,
-            "approvers": [APPROVER], **params}  # fmt: skip
+            "approvers": [APPROVER], "version": VERSION, **params}  # fmt: skip
 
 
 def artifacts(airflow, run_id: str, dag_id: str = "migration_rollout") -> Path:
@@ -214,6 +216,64 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
             assert conn.execute("SELECT count(*) FROM rollout.lease").fetchone()[0] == 0
 
 
+def test_the_next_migration_needs_only_its_bundle_folder(airflow, e2e_targets):
+    """A second bundle, on bookings, after this one: its own lock prediction and gate text, no
+    application tests, its rollback verified (rejected once), then applied; a third bundle is
+    refused by its own preflight check and touches nothing."""
+    targets = e2e_targets["happy"]  # migrated by the test before, or here when run alone
+    if not migrated(targets["production"]):
+        run_id, state, states = run(airflow, conf("happy"))
+        assert state == "success", explain(airflow, run_id, states)
+
+    run_id, state, states = run(airflow, conf("happy", version=NOTES), approve="Reject")
+    assert state == "failed" and states["rollback_staging"] == "success", explain(
+        airflow, run_id, states
+    )
+    gate = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"][0]
+    assert "rows in public.bookings; predicted lock on public.bookings" in gate["body"]
+    assert "allocations" not in gate["body"]
+    assert (
+        "Application tests on staging: none: the bundle names no application tests" in gate["body"]
+    )
+    folder = artifacts(airflow, run_id)
+    assert (
+        "objects: no differences"
+        in (folder / "staging/rollback/db-diff-after-rollback.txt").read_text()
+    )
+    assert not (folder / "staging/assignment").exists()
+
+    run_id, state, states = run(airflow, conf("happy", version=NOTES))
+    assert state == "success", explain(airflow, run_id, states)
+    for dsn in targets.values():
+        with db.connect(dsn) as conn:
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM information_schema.columns"
+                    " WHERE table_name = 'bookings' AND column_name = 'notes'"
+                ).fetchone()[0]
+                == 1
+            )
+    assert "bookings" in (artifacts(airflow, run_id) / "db-diff.txt").read_text()
+
+    before = {name: _schema(dsn) for name, dsn in targets.items()}
+    run_id, state, states = run(airflow, conf("happy", version=REFUSED))
+    assert state == "failed" and states["preflight"] == "failed"
+    failure = (artifacts(airflow, run_id) / "failures/preflight.txt").read_text()
+    assert "bookings are still pending: confirm or cancel them before this migration" in failure
+    assert states["apply_staging"] == "upstream_failed"
+    for name, dsn in targets.items():
+        assert _schema(dsn) == before[name]
+        with db.connect(dsn) as conn:
+            assert not [r for r in ledger_history(conn) if r["version"] == REFUSED]
+
+
+def _schema(dsn: str):
+    with db.connect(dsn) as conn:
+        return snapshot_schema(conn)
+
+
 def test_a_migration_that_loses_a_row_on_a_live_production_is_caught(airflow, e2e_targets):
     """Its up deletes an allocation only production has (one the application marked for
     maintenance) while the application writes: refused inside its own transaction, the row
@@ -251,6 +311,7 @@ def test_two_dags_never_roll_out_to_one_target_at_once(airflow, e2e_targets):
             "production_targets": ["p_lease"],
             "monitor_period_s": 0,
             "approvers": [APPROVER],
+            "version": VERSION,
         },
         "fleet_rollout",
     )
