@@ -21,6 +21,7 @@ from rollout.artifacts import ArtifactDir
 from rollout.clusters import client_binary
 from rollout.migrations import LOCK_PHASE_MARKER, load_bundle
 from rollout.paths import sql_text
+from rollout.run import Run
 from rollout.settings import RolloutSettings
 
 BENCH_SQL = Path(__file__).parent / "sql"
@@ -47,8 +48,8 @@ def psql_file(sql: str) -> Callable[[str], None]:
     return apply
 
 
-def _bench_run(dsn: str, out: str, params: dict[str, Any]) -> steps.Run:
-    return steps.Run(
+def _bench_run(dsn: str, out: str, params: dict[str, Any]) -> Run:
+    return Run(
         settings=RolloutSettings.from_params(params),
         dsns={"production": dsn},
         artifacts=ArtifactDir(Path(out)),

@@ -21,12 +21,13 @@ from pathlib import Path
 from applies import psql_file
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
-from rollout import steps
+from rollout import locktime, steps
 from rollout.airflow_stack import APPROVER, AirflowStack, free_port
 from rollout.artifacts import ArtifactDir
 from rollout.demo_rollout import follow_run
 from rollout.migrations import load_bundle
 from rollout.paths import sql_text
+from rollout.run import Run
 from rollout.settings import RolloutSettings
 
 GOAL_S = 180.0
@@ -74,7 +75,7 @@ def time_bare_steps(admin: str, allocations: int) -> float:
         seeded_database(admin, allocations) as production,
         tempfile.TemporaryDirectory() as out,
     ):
-        run = steps.Run(
+        run = Run(
             settings=RolloutSettings.from_params(PARAMS),
             dsns={"staging": staging, "production": production},
             artifacts=ArtifactDir(Path(out)),
@@ -88,10 +89,10 @@ def time_bare_steps(admin: str, allocations: int) -> float:
         steps.validate(run, "staging")
         steps.capture_db_diff(run)
         steps.run_assignment_tests(run)
-        predicted = steps.predict_production_lock(staged, checked)
+        predicted = locktime.predict_production_lock(staged, checked)
         steps.baseline_production_perf(run)
         steps.apply_target(
-            run, "production", statement_timeout_s=steps.production_statement_timeout(predicted)
+            run, "production", statement_timeout_s=locktime.production_statement_timeout(predicted)
         )
         steps.validate(run, "production")
         steps.monitor_production_perf(run)

@@ -25,22 +25,15 @@ import datetime as dt
 from airflow.sdk import DAG, Param, PokeReturnValue, chain, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rollout import fleet, fleet_steps, steps
-from rollout.airflow_support import (
-    ProductionApproval,
-    WaveApproval,
+from rollout import fleet, fleet_steps, locktime, report, steps
+from rollout.airflow_paths import fail_safe_artifacts
+from rollout.airflow_run import (
     dsn_or_why_not,
-    fail_safe_artifacts,
-    fail_task,
     fleet_dsns,
     fleet_from_context,
     run_from_context,
     run_or_why_not,
-    run_step,
-    send_outcome,
-    skip_task,
     task_states,
-    window_poke,
 )
 from rollout.dag_parts import (
     pre_approval_check_task,
@@ -49,9 +42,19 @@ from rollout.dag_parts import (
     staging_tasks,
 )
 from rollout.errors import RolloutError
+from rollout.operators import (
+    ProductionApproval,
+    WaveApproval,
+    fail_task,
+    run_step,
+    send_outcome,
+    skip_task,
+    window_poke,
+)
+from rollout.run import Run
 
 
-def _target_run(context, entry: dict) -> steps.Run:
+def _target_run(context, entry: dict) -> Run:
     """This target's own Run (artifacts under targets/<conn_id>/)."""
     run = run_from_context(context)
     return fleet_steps.target_run(run, entry["conn_id"], dsn_or_why_not(entry["conn_id"]))
@@ -85,11 +88,11 @@ with DAG(
             raise fail_task(context, exc) from exc
 
     @task
-    def plan_targets(**context) -> list[dict]:
+    def plan_targets(checked: dict) -> list[dict]:
         """One entry per production target, in order: its wave and its slot in the wave."""
-        return context["ti"].xcom_pull(task_ids="preflight")["plan"]
+        return checked["plan"]
 
-    def wave(k: int):
+    def wave(k: int, checked, staged):
         """Wave k: its approval (after the canary), the window, then each of its targets."""
 
         @task_group(group_id=fleet.wave_group(k))
@@ -98,19 +101,17 @@ with DAG(
                 poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600,
                 trigger_rule="none_failed",
             )  # fmt: skip
-            def wait_for_window(**context) -> PokeReturnValue:
+            def wait_for_window(staged: dict, checked: dict, **context) -> PokeReturnValue:
                 """Open when the maintenance window is; the wave's largest target's predicted
                 lock must fit what is left of it. Rescheduled: waiting holds no slot."""
-                ti = context["ti"]
-                checked = ti.xcom_pull(task_ids="preflight")
                 members = [t["conn_id"] for t in checked["plan"] if t["wave"] == k]
                 if not members:
                     raise AirflowSkipException(f"the plan has no wave {k}")
                 return window_poke(
                     context,
                     run_from_context(context),
-                    lambda: steps.predict_target_lock(
-                        ti.xcom_pull(task_ids="apply_staging"),
+                    lambda: locktime.predict_target_lock(
+                        staged,
                         checked["staging"]["locked_rows"],
                         max(checked["targets"][c] for c in members),
                     ),
@@ -119,6 +120,9 @@ with DAG(
 
             # After the wave before: run when it had a success and no failure; an empty wave
             # after the last skips the rest without running them.
+            # (It reads the plan itself rather than taking preflight's result: an argument would
+            # make preflight an upstream too, and its success would start a wave after one
+            # that never ran.)
             @task(trigger_rule="none_failed_min_one_success")
             def targets(**context) -> list[dict]:
                 """The entries of this wave's targets: what each instance of `target` gets."""
@@ -147,7 +151,7 @@ with DAG(
                     window = context["ti"].xcom_pull(
                         task_ids=f"{fleet.wave_group(k)}.wait_for_window"
                     )
-                    timeout = steps.production_statement_timeout(window["predicted_lock_s"])
+                    timeout = locktime.production_statement_timeout(window["predicted_lock_s"])
                     return run_step(
                         steps.apply_target, context, "production", statement_timeout_s=timeout,
                         run=_target_run(context, entry),
@@ -167,7 +171,7 @@ with DAG(
 
                 chain(preflight(entry), apply(entry), validate(entry), monitor(entry))
 
-            window = wait_for_window()
+            window = wait_for_window(staged, checked)
             if k > 0:
                 approval = WaveApproval(
                     task_id="approve", wave=k, trigger_rule="none_failed_min_one_success"
@@ -203,7 +207,7 @@ with DAG(
         run, refused = run_or_why_not(context)
         dag_run = context["dag_run"]
         if run is None:
-            summary = steps.write_refused_report(
+            summary = report.write_refused_report(
                 fail_safe_artifacts(context), dag_run.run_id,
                 getattr(dag_run, "triggering_user_name", None), refused, states,
             )  # fmt: skip
@@ -221,14 +225,14 @@ with DAG(
             raise AirflowFailException(f"fleet rollout {summary['outcome']} (see summary.md)")
         return summary
 
-    # The story, in order.
+    # The story, in order; what a task consumes from another is passed to it.
     checked = preflight()
     # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
     staging = staging_tasks()
     gate = ProductionApproval(task_id="approve_production")
-    chain(checked, *staging, pre_approval_check_task(), gate)
-    plan = plan_targets()
-    waves = [wave(k) for k in range(fleet.MAX_WAVES)]
+    chain(checked, *staging, pre_approval_check_task(staging[0], checked), gate)
+    plan = plan_targets(checked)
+    waves = [wave(k, checked, staging[0]) for k in range(fleet.MAX_WAVES)]
     chain(gate, plan, *waves)  # wave k+1 after wave k: all of its targets must succeed
     rollbacks = rollback_target.expand(entry=plan)
     waves[-1] >> rollbacks

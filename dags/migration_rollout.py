@@ -1,7 +1,34 @@
-"""The staged rollout of one migration bundle: staging, proof, a person's approval, production
-inside the maintenance window, performance watched after, rollback where a step fails.
+"""# migration_rollout: one migration bundle, staging first, production in its window
 
-Each task is one step of `rollout.steps`; this file only tells the story and wires it.
+The story, task by task (each is one step of `rollout.steps`, tested without Airflow; this file
+only tells the story and wires it):
+
+1. **preflight**: the parameters, both targets reachable, this run's lease on each (one rollout
+   per database, whichever DAG), the bundle exactly as the ledger knows it, the bundle's own
+   preflight checks, the "before" of each target.
+2. **apply_staging → validate_staging → capture_db_diff → run_assignment_tests**: the up on
+   staging (lock retries, the ledger row and the row rules in its transaction), its suites and
+   catalog checks, the schema diff and staging/production drift, the bundle's application tests.
+3. **check_window_and_budget**: nobody is asked to approve a rollout that cannot happen.
+4. **approve_production**: a person decides (Airflow's Required Actions page; the body holds
+   the evidence and a link to the review page). Four eyes: only the `approvers`, never the
+   person who triggered the run. Reject, or no answer in `approval_timeout_h`, stops here.
+5. **wait_for_window → baseline_production_perf → apply_production → validate_production →
+   monitor_production_perf**: production inside the maintenance window, its queries timed
+   before and watched after.
+6. **rollback_staging / rollback_production**: when a step fails; only what this run applied.
+7. **report**: always; the summary, the leases given back; the run fails unless it succeeded.
+
+**Parameters** (checked on trigger and again at preflight, a bad one named): `version` (empty:
+the newest bundle), the two connection ids, the window (`window_kind`, `window_start`,
+`window_minutes`, `window_timezone`, `on_window_passed`), the lock retries (`lock_timeout_ms`,
+`lock_retries`, `retry_backoff_s`) and `lock_budget_s`, monitoring (`monitor_period_s`,
+`regression_threshold`, `on_regression`), `on_reject`, `approvers` (required) and
+`waive_four_eyes`, `approval_timeout_h`, `staging_has_writers`, `supabase_history`.
+
+**To approve**: open the run's *Required Actions* (or the notification's link) as one of the
+approvers, read the evidence (the *Rollout artifacts* tab shows the review page), Approve or
+Reject. The README's "Rolling out to real databases" says what each failure means.
 """
 
 from __future__ import annotations
@@ -11,20 +38,9 @@ import datetime as dt
 from airflow.sdk import DAG, Param, PokeReturnValue, chain, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from rollout import steps
-from rollout.airflow_support import (
-    ProductionApproval,
-    fail_safe_artifacts,
-    fail_task,
-    run_from_context,
-    run_or_why_not,
-    run_step,
-    send_outcome,
-    settings_from_context,
-    skip_task,
-    task_states,
-    window_poke,
-)
+from rollout import locktime, steps
+from rollout.airflow_paths import fail_safe_artifacts
+from rollout.airflow_run import run_from_context, run_or_why_not, settings_from_context, task_states
 from rollout.dag_parts import (
     pre_approval_check_task,
     rollback_or_skip,
@@ -32,6 +48,15 @@ from rollout.dag_parts import (
     staging_tasks,
 )
 from rollout.errors import RolloutError
+from rollout.operators import (
+    ProductionApproval,
+    fail_task,
+    run_step,
+    send_outcome,
+    skip_task,
+    window_poke,
+)
+from rollout.report import write_refused_report, write_report
 from rollout.settings import PARAM_SCHEMA
 
 with DAG(
@@ -47,6 +72,7 @@ with DAG(
         for name, (default, schema, doc) in PARAM_SCHEMA.items()
     },
     tags=["migration", "rollout"],
+    doc_md=__doc__,
 ) as dag:
 
     @task
@@ -58,15 +84,13 @@ with DAG(
             raise fail_task(context, exc) from exc
 
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
-    def wait_for_window(**context) -> PokeReturnValue:
-        """Rescheduled between checks: waiting holds no worker slot."""
-        ti = context["ti"]
+    def wait_for_window(staged: dict, checked: dict, **context) -> PokeReturnValue:
+        """Open when the window is and the lock predicted from staging's fits what is left of
+        it; rescheduled between checks: waiting holds no worker slot."""
         return window_poke(
             context,
             run_from_context(context),
-            lambda: steps.predict_production_lock(
-                ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
-            ),
+            lambda: locktime.predict_production_lock(staged, checked),
             "production",
         )
 
@@ -75,9 +99,9 @@ with DAG(
         return run_step(steps.baseline_production_perf, context)
 
     @task
-    def apply_production(**context) -> dict:
-        window = context["ti"].xcom_pull(task_ids="wait_for_window")
-        timeout = steps.production_statement_timeout(window["predicted_lock_s"])
+    def apply_production(window: dict, **context) -> dict:
+        """The up on production (statement_timeout sized from the predicted lock)."""
+        timeout = locktime.production_statement_timeout(window["predicted_lock_s"])
         return run_step(steps.apply_target, context, "production", statement_timeout_s=timeout)
 
     @task
@@ -115,14 +139,14 @@ with DAG(
         run, refused = run_or_why_not(context)
         dag_run = context["dag_run"]
         if run is None:
-            summary = steps.write_refused_report(
+            summary = write_refused_report(
                 fail_safe_artifacts(context), dag_run.run_id,
                 getattr(dag_run, "triggering_user_name", None), refused, states,
             )  # fmt: skip
             version = str(context["params"].get("version") or "(refused parameters)")
         else:
             facts = {t: context["ti"].xcom_pull(task_ids=t) for t in states}
-            summary = steps.write_report(run, states, facts)
+            summary = write_report(run, states, facts)
             steps.release_leases(run)
             version = run.bundle.version
         send_outcome(context, version, summary["outcome"], summary["targets"])
@@ -130,21 +154,21 @@ with DAG(
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
         return summary
 
-    # The story, in order (tasks are created in this order, which the report follows too).
-    story = [
-        preflight(),
-        *staging_tasks(),  # apply_staging, validate_staging, capture_db_diff, run_assignment_tests
-        pre_approval_check_task(),  # check_window_and_budget
-        ProductionApproval(task_id="approve_production"),
-        wait_for_window(),
-        baseline_production_perf(),
-        apply_production(),
-        validate_production(),
-        monitor_production_perf(),
-    ]
-    chain(*story)
-    staging_steps, gate, production_steps = story[1:5], story[6], story[9:]
+    # The story, in order (tasks are created in this order, which the report follows too); what
+    # a task consumes from another is passed to it, so the graph shows the data flow.
+    checked = preflight()
+    staged, validated, diffed, tested = staging_tasks()
+    fits = pre_approval_check_task(staged, checked)  # check_window_and_budget
+    gate = ProductionApproval(task_id="approve_production")
+    window = wait_for_window(staged, checked)
+    baseline = baseline_production_perf()
+    applied = apply_production(window)
+    production_checked = validate_production()
+    monitored = monitor_production_perf()
+    chain(checked, staged, validated, diffed, tested, fits, gate, window, baseline, applied,
+          production_checked, monitored)  # fmt: skip
     rollbacks = [rollback_staging_task(), rollback_production()]
-    [*staging_steps, gate] >> rollbacks[0]
-    production_steps >> rollbacks[1]
-    [*story, *rollbacks] >> report()
+    [staged, validated, diffed, tested, gate] >> rollbacks[0]
+    [applied, production_checked, monitored] >> rollbacks[1]
+    [checked, staged, validated, diffed, tested, fits, gate, window, baseline, applied,
+     production_checked, monitored, *rollbacks] >> report()  # fmt: skip

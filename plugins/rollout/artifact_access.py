@@ -34,7 +34,7 @@ from fastapi.responses import Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rollout.airflow_support import run_artifacts, safe_dag_id, safe_run_id
+from rollout.airflow_paths import run_artifacts, safe_dag_id, safe_run_id
 from rollout.artifacts import list_tree
 
 log = logging.getLogger("rollout")

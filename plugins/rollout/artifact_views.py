@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperatorLink
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from rollout.airflow_support import URL_PREFIX, run_page_path
+from rollout.airflow_paths import URL_PREFIX, run_page_path
 from rollout.artifact_access import (
     ReadableRun,
     RunArtifacts,
@@ -27,7 +27,7 @@ from rollout.artifact_access import (
     run_files,
     security_headers,
 )
-from rollout.steps import headline_artifacts
+from rollout.report import headline_artifacts
 
 log = logging.getLogger("rollout")
 

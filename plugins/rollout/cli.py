@@ -21,6 +21,7 @@ from rollout.demo import DEFAULT_ALLOCATIONS, TARGETS, prepare_target
 from rollout.diff import capture_db_diff, load_snapshot, save_snapshot
 from rollout.errors import RolloutError
 from rollout.migrations import list_down_conflicts, load_bundle, run_check
+from rollout.run import Run, default_session
 from rollout.schema import snapshot_schema
 from rollout.seed import seed_database, table_row_counts
 from rollout.settings import PARAM_SCHEMA
@@ -143,7 +144,7 @@ def _migrate(args: argparse.Namespace, bundle) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_id = f"cli__{stamp}_{getpass.getuser()}@{socket.gethostname()}"
     out = Path(args.out) if args.out else STATE_DIR / "cli" / run_id
-    run = steps.Run(
+    run = Run(
         settings=RolloutSettings.from_params(
             {
                 "version": bundle.version,
@@ -157,7 +158,7 @@ def _migrate(args: argparse.Namespace, bundle) -> int:
         run_id=run_id,
         actor=getpass.getuser(),
         progress=_say,
-        session=steps.default_session(),
+        session=default_session(),
     )
     try:
         if args.action == "up":

@@ -10,17 +10,12 @@ from typing import Any
 
 from airflow.sdk import task
 
-from rollout import steps
-from rollout.airflow_support import (
-    fail_task,
-    run_or_why_not,
-    run_started,
-    run_step,
-    skip_task,
-    task_states,
-)
+from rollout import locktime, steps
+from rollout.airflow_run import run_or_why_not, run_started, task_states
 from rollout.artifacts import ArtifactDir
 from rollout.errors import RolloutError
+from rollout.operators import fail_task, run_step, skip_task
+from rollout.run import Run
 
 # The task that checks the window and the lock budget before anyone is asked to approve.
 PRE_APPROVAL_CHECK = "check_window_and_budget"
@@ -48,19 +43,18 @@ def staging_tasks() -> list[Any]:
     return [apply_staging(), validate_staging(), capture_db_diff(), run_assignment_tests()]
 
 
-def pre_approval_check_task() -> Any:
+def pre_approval_check_task(staged: Any, checked: Any) -> Any:
+    """check_window_and_budget, given apply_staging's and preflight's results."""
+
     @task(task_id=PRE_APPROVAL_CHECK)
-    def check_window_and_budget(**context) -> dict:
+    def check_window_and_budget(staged: dict, checked: dict, **context) -> dict:
         """Nobody is asked to approve a rollout that cannot happen: the predicted production
         lock (the largest production target's, in a fleet) within the budget, and a window
         that has not passed and can hold it. Checked again after the approval."""
-        ti = context["ti"]
-        predicted = steps.predict_production_lock(
-            ti.xcom_pull(task_ids="apply_staging"), ti.xcom_pull(task_ids="preflight")
-        )
+        predicted = locktime.predict_production_lock(staged, checked)
         return run_step(steps.check_before_approval, context, predicted, run_started(context))
 
-    return check_window_and_budget()
+    return check_window_and_budget(staged, checked)
 
 
 def rollback_staging_task() -> Any:
@@ -89,7 +83,7 @@ def rollback_staging_task() -> Any:
 
 
 def rollback_or_skip(
-    run: steps.Run,
+    run: Run,
     target: str,
     context: Any,
     apply_state: str | None,

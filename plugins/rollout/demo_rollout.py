@@ -14,7 +14,7 @@ from typing import Any
 from rollout.airflow_stack import APPROVER, DAG_ID, FINISHED, FLEET_DAG_ID, AirflowStack
 from rollout.artifacts import list_tree
 from rollout.demo import TARGETS, prepare_fleet, prepare_target
-from rollout.steps import headline_artifacts
+from rollout.report import headline_artifacts
 
 POLL_S = 1.0
 # A gate is answered once the scheduler has processed its parked task's event (see
@@ -99,7 +99,7 @@ def run_demo(
     fleet: int = 0,
 ) -> int:
     """The rollout DAG, or with `fleet` the fleet DAG over that many production databases."""
-    from rollout.airflow_support import run_artifacts
+    from rollout.airflow_paths import run_artifacts
 
     dag_id = FLEET_DAG_ID if fleet else DAG_ID
     conf = {"approvers": [APPROVER], **conf}  # four eyes: the admin triggers, the reviewer approves

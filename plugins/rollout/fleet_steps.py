@@ -11,17 +11,10 @@ from rollout import fleet
 from rollout.artifacts import list_tree
 from rollout.errors import TargetUnavailable
 from rollout.locktime import locked_rows
+from rollout.report import keep_ledger, ledger_state, target_story, write_summary
+from rollout.run import Run
 from rollout.settings import check_conn_id
-from rollout.steps import (
-    Run,
-    hold_lease,
-    keep_ledger,
-    ledger_state,
-    preflight_target,
-    release_leases,
-    target_story,
-    write_summary,
-)
+from rollout.steps import hold_lease, preflight_target, release_leases
 
 # The tasks before the first production target: one failing means production was not reached.
 BEFORE_PRODUCTION = (

@@ -51,3 +51,34 @@ def predict_lock_seconds(measured_seconds: float, measured_rows: int, target_row
             "measure on a database with data (staging, seeded)"
         )
     return measured_seconds * target_rows / measured_rows
+
+
+# statement_timeout of a production apply: this many times the predicted lock, and at least
+# STATEMENT_TIMEOUT_FLOOR_S, so a prediction a little low does not abort a healthy apply.
+STATEMENT_TIMEOUT_FACTOR = 3.0
+
+
+STATEMENT_TIMEOUT_FLOOR_S = 60.0
+
+
+def production_statement_timeout(predicted_lock_s: float) -> float:
+    return max(STATEMENT_TIMEOUT_FLOOR_S, predicted_lock_s * STATEMENT_TIMEOUT_FACTOR)
+
+
+def predict_production_lock(staging_apply: dict, preflight_result: dict) -> float:
+    """Staging's measured lock time scaled to production's row count."""
+    return predict_target_lock(
+        staging_apply,
+        preflight_result["staging"]["locked_rows"],
+        preflight_result["production"]["locked_rows"],
+    )
+
+
+def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
+    """Staging's measured lock time scaled to a target's row count (staging's rows as its apply
+    counted them, else as preflight did)."""
+    measured = staging_apply.get("lock_seconds")
+    if measured is None:
+        raise RolloutError("staging has no measured lock time (applied outside this tool?)")
+    rows = staging_apply.get("locked_rows") or staging_rows
+    return predict_lock_seconds(measured, max(rows, 1), target_rows)

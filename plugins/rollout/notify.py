@@ -71,7 +71,7 @@ def _fill(value: Any, notice: Notice) -> Any:
 def send(notice: Notice, context: Any) -> None:
     """The default record (log line + Markdown artifact), then every configured notifier. A
     notifier that fails is logged, never fails the rollout: the record is already kept."""
-    from rollout.airflow_support import fail_safe_artifacts
+    from rollout.airflow_paths import fail_safe_artifacts
 
     log.info("notification (%s): %s — %s", notice.kind, notice.subject, notice.link)
     artifacts = fail_safe_artifacts(context)

@@ -8,26 +8,23 @@ on raises a RolloutError whose message says what happened and what to do.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from rollout import db, ledger, probes, supabase
-from rollout.artifacts import ArtifactDir, list_tree, publish_tree
+from rollout.artifacts import ArtifactDir, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
 from rollout.diff import capture_db_diff as write_db_diff
 from rollout.diff import diff_snapshots, save_snapshot
-from rollout.errors import RollbackRefused, RolloutError, TargetUnavailable
+from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted
-from rollout.locktime import describe_tables, locked_rows, predict_lock_seconds
+from rollout.locktime import describe_tables, locked_rows
 from rollout.migrations import (
     RowRulesBroken,
     ScriptRun,
@@ -36,22 +33,13 @@ from rollout.migrations import (
     run_check,
     run_script,
 )
+from rollout.run import TARGETS, Run
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
-from rollout.settings import RolloutSettings
 from rollout.validation import validate_target
 from rollout.worker_watch import WorkerLost, WorkerWatch
 
 Progress = Callable[[str], None]
-TARGETS = ("staging", "production")
-# statement_timeout of a production apply: this many times the predicted lock, and at least
-# STATEMENT_TIMEOUT_FLOOR_S, so a prediction a little low does not abort a healthy apply.
-STATEMENT_TIMEOUT_FACTOR = 3.0
-STATEMENT_TIMEOUT_FLOOR_S = 60.0
-# Every session of a step asks the server to check, this often while a statement runs or waits
-# for a lock, that the step's process is still there: a killed task's session ends within it,
-# and with it its transaction, its locks and the rollout's advisory lock.
-CLIENT_CHECK_INTERVAL = "2s"
 # How long a step waits for the database's rollout lock (another step of the same run, or a
 # killed one's session not yet ended) before it gives up.
 ROLLOUT_LOCK_WAIT_S = 5.0
@@ -59,66 +47,6 @@ ROLLOUT_LOCK_WAIT_S = 5.0
 
 class StepFailed(RolloutError):
     """A step ran and found something wrong (validation, tests, regression)."""
-
-
-@dataclass
-class Run:
-    settings: RolloutSettings
-    dsns: dict[str, str]  # target name -> DSN
-    artifacts: ArtifactDir  # this run's folder
-    run_id: str
-    actor: str | None = None
-    progress: Progress = field(default=print)
-    dag_id: str | None = None
-    # Who commits a change (host, pid, task and try): kept in the ledger row.
-    session: dict[str, Any] = field(default_factory=dict)
-    # Whether another run's lease has gone stale (its run ended); None: never assumed.
-    is_stale: ledger.StaleCheck | None = None
-    # Airflow tasks: a step stops without committing when its worker process dies.
-    watch_worker: bool = False
-
-    @property
-    def bundle(self):
-        return self.settings.bundle
-
-    def say(self, message: str) -> None:
-        self.progress(message)
-
-    def folder(self, target: str, *parts: str) -> ArtifactDir:
-        return self.artifacts.subdir("/".join((target, *parts)))
-
-    def dsn(self, target: str) -> str:
-        """The target's DSN, or TargetUnavailable saying why there is none (a connection that
-        is not defined: the run still reports and rolls back what it can)."""
-        dsn = self.dsns.get(target)
-        if dsn is None:
-            raise TargetUnavailable(f"{target}: this run has no connection for it")
-        if type(dsn) is not str:  # an unresolved connection carries its reason, not a DSN
-            raise TargetUnavailable(str(dsn))
-        return dsn
-
-    def connect(self, target: str, purpose: str) -> psycopg.Connection:
-        return db.connect(
-            self.dsn(target),
-            application_name=session_name(purpose, self.run_id),
-            session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
-        )
-
-    def conn_id(self, target: str) -> str:
-        s = self.settings
-        return {"staging": s.staging_conn_id, "production": s.production_conn_id}.get(
-            target, target
-        )
-
-
-def session_name(purpose: str, run_id: str) -> str:
-    """application_name of a step's session: what it does, its process and its run, so a person
-    reading pg_stat_activity knows whose it is (PostgreSQL keeps 63 bytes)."""
-    return f"rollout-{purpose} p{os.getpid()} {run_id}"[:63]
-
-
-def default_session() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def _read_json(artifacts: ArtifactDir, name: str) -> Any:
@@ -320,29 +248,6 @@ def _record_outcome(
         )  # fmt: skip
 
 
-def production_statement_timeout(predicted_lock_s: float) -> float:
-    return max(STATEMENT_TIMEOUT_FLOOR_S, predicted_lock_s * STATEMENT_TIMEOUT_FACTOR)
-
-
-def predict_production_lock(staging_apply: dict, preflight_result: dict) -> float:
-    """Staging's measured lock time scaled to production's row count."""
-    return predict_target_lock(
-        staging_apply,
-        preflight_result["staging"]["locked_rows"],
-        preflight_result["production"]["locked_rows"],
-    )
-
-
-def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
-    """Staging's measured lock time scaled to a target's row count (staging's rows as its apply
-    counted them, else as preflight did)."""
-    measured = staging_apply.get("lock_seconds")
-    if measured is None:
-        raise RolloutError("staging has no measured lock time (applied outside this tool?)")
-    rows = staging_apply.get("locked_rows") or staging_rows
-    return predict_lock_seconds(measured, max(rows, 1), target_rows)
-
-
 # --- validation, diff, tests --------------------------------------------------------------
 
 
@@ -474,49 +379,6 @@ def run_assignment_tests(run: Run) -> dict:
 
 
 # --- the approval's text ---------------------------------------------------------------------
-
-
-def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
-    """What the approver needs, in Markdown: results, the diff, the predicted lock, the window."""
-    s = run.settings
-    pre, validation = facts["preflight"], facts["validate_staging"]
-    diff, tests = facts["capture_db_diff"], facts["run_assignment_tests"]
-    predicted = facts["predicted_lock_s"]
-    drift = "none" if diff["drift_empty"] else f"**{diff['drift']}** (read drift-db-diff.txt)"
-    locked = describe_tables(run.bundle.manifest.lock_tables)
-    return "\n".join(
-        [
-            f"**{run.bundle.path.name}** is on staging and passed its checks.",
-            "",
-            f"- Validation on staging: {validation['expectations']} expectations, "
-            f"{validation['catalog']} catalog checks passed",
-            f"- Application tests on staging: {tests['line']}",
-            f"- Schema change (db-diff): {diff['change']}; staging/production drift: {drift}",
-            *_fleet_lines(pre),
-            f"- Production: {pre['production']['locked_rows']:,} rows in {locked}; predicted "
-            f"lock on {locked} **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
-            f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
-            f"- Maintenance window: {s.window.describe()}",
-            f"- After the apply: queries watched for {s.monitor_period_s} s; a median over "
-            f"{s.regression_threshold:g}x the baseline → {s.on_regression.replace('_', ' ')}",
-            f"- Reject (or no answer in {s.approval_timeout_h:g} h) → production untouched, "
-            f"staging: {s.on_reject.replace('_', ' ')}",
-            f"- Who may answer: {s.describe_approvers(run.actor)}",
-            "",
-            f"Artifacts: {artifacts_url}",
-        ]
-    )
-
-
-def _fleet_lines(pre: dict[str, Any]) -> list[str]:
-    """The fleet rollout's preflight names its targets and waves; the single one does not."""
-    if "plan" not in pre:
-        return []
-    return [
-        f"- Fleet: {len(pre['plan'])} production targets in {pre['waves']} waves, canary first; "
-        f"a failed target stops the rest (on_target_failure={pre['on_target_failure']}); "
-        f"below: the largest, {pre['production']['conn_id']}",
-    ]
 
 
 # --- the window and the lock budget --------------------------------------------------------
@@ -684,210 +546,3 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dict:
-    """summary.md and summary.html: the outcome, where each target stands and who changed it,
-    who answered the approval, each task's state and why, every artifact."""
-    outcome = run_outcome(states)
-    table = ["| task | state | notes |", "|---|---|---|"]
-    for task, state in states.items():
-        table.append(
-            f"| {task} | {state} | {_note(task_note(run.artifacts, task) or facts.get(task))} |"
-        )
-    targets = {
-        target: target_story(run, target, states.get(f"apply_{target}")) for target in TARGETS
-    }
-    for target in TARGETS:
-        keep_ledger(run, target)
-    run.artifacts.write_json(
-        "outcome.json", {"outcome": outcome, "states": states, "targets": targets}
-    )
-    head = [f"- **{target}**: {story}" for target, story in targets.items()]
-    approval = approval_record(run.artifacts)
-    if approval:
-        head.append(f"- **Approval**: {approval}")
-    files = write_summary(
-        run.artifacts, run.run_id, run.actor, f"Rollout {run.bundle.version}: {outcome}",
-        outcome, [*head, "", *table],
-    )  # fmt: skip
-    run.say(f"report: {outcome}; {len(files)} artifacts")
-    return {"outcome": outcome, "artifacts": files, "targets": targets}
-
-
-def keep_ledger(run: Run, target: str) -> None:
-    """The target's ledger as this run left it (`<target>/ledger.json`: every row, this run's
-    marked), so a review of the run shows what it did even after later runs changed the
-    target. Unreachable: the file says why."""
-    try:
-        with run.connect(target, "report") as conn:
-            rows = ledger.history(conn)
-    except RolloutError as exc:
-        run.folder(target).write_json("ledger.json", {"error": str(exc), "rows": []})
-        return
-    for row in rows:
-        row["this_run"] = row["run_id"] == run.run_id
-    run.folder(target).write_json(
-        "ledger.json", {"taken_at": dt.datetime.now(dt.UTC).isoformat(), "rows": rows}
-    )
-
-
-def task_note(artifacts: ArtifactDir, task: str) -> str | None:
-    """What a task left to say: why it failed (failures/<task>.txt) or why it did nothing
-    (notes/<task>.txt, e.g. a rollback that left another run's work in place)."""
-    for folder in ("failures", "notes"):
-        path = artifacts.path(f"{folder}/{task}.txt")
-        if path.exists():
-            return path.read_text().strip()
-    return None
-
-
-def approval_record(artifacts: ArtifactDir) -> str | None:
-    """Who answered the production gate, what and when (approval.json, written by the gate)."""
-    path = artifacts.path("approval.json")
-    if not path.exists():
-        return None
-    import json
-
-    answer = json.loads(path.read_text())
-    if answer.get("answer") == "timed out":
-        return f"not answered before the deadline ({answer.get('at', '?')}): counted as a rejection"
-    by = answer.get("by") or "an unknown user"
-    return f"{answer.get('answer', '?')} by {by} at {answer.get('at', '?')}"
-
-
-def write_refused_report(
-    artifacts: ArtifactDir, run_id: str, actor: str | None, why: str, states: dict[str, str]
-) -> dict:
-    """The summary of a run whose parameters were refused: it touched nothing; why, and each
-    task's state (the report never crashes, whatever the run was given)."""
-    outcome = "refused before any change: its parameters cannot be used"
-    table = [f"- **Why**: {why}", "- **Targets**: untouched", "", "| task | state | notes |",
-             "|---|---|---|"]  # fmt: skip
-    table += [f"| {t} | {s} | {_note(task_note(artifacts, t))} |" for t, s in states.items()]
-    files = write_summary(artifacts, run_id, actor, f"Rollout: {outcome}", outcome, table)
-    return {"outcome": outcome, "artifacts": files, "targets": {}}
-
-
-def write_summary(
-    artifacts: ArtifactDir,
-    run_id: str,
-    actor: str | None,
-    title: str,
-    outcome: str,
-    table: list[str],
-) -> list[str]:
-    """summary.md and summary.html of a run: the title, who ran it, a table, every artifact;
-    returns the artifacts listed."""
-    files = [f for f in list_tree(artifacts.root) if not f.startswith("summary.")]
-    lines = [
-        f"# {title}",
-        "",
-        f"Run `{run_id}`" + (f", triggered by {actor}" if actor else "") + ".",
-        "",
-        *table,
-        "",
-        "## Artifacts",
-        "",
-        *(f"- [{f}]({f})" for f in headline_artifacts(files)),
-        "",
-    ]
-    markdown = "\n".join(lines)
-    artifacts.write_text("summary.md", markdown)
-    artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
-    return files
-
-
-def target_states(run: Run) -> dict[str, str]:
-    """Each target's state for this version, from its ledger, and whose work it is."""
-    return {target: target_story(run, target) for target in TARGETS}
-
-
-def ledger_state(run: Run, target: str) -> str:
-    """applied, rolled back or not applied, as the target's ledger has this version (or why it
-    could not be read)."""
-    state = _read_state(run, target)
-    if isinstance(state, str):
-        return state
-    if state.applied:
-        return "applied"
-    return "rolled back" if state.at is not None else "not applied"
-
-
-def _read_state(run: Run, target: str) -> ledger.VersionState | str:
-    try:
-        with run.connect(target, "report") as conn:
-            return ledger.version_state(conn, run.bundle.version)
-    except RolloutError as exc:
-        return f"unknown ({exc})"
-
-
-def target_story(run: Run, target: str, apply_state: str | None = None) -> str:
-    """Where a target stands and whose work that is: applied by this run, applied by an
-    earlier run and left as is, rolled back by this run, not applied. `apply_state` is
-    Airflow's state of this run's apply task there, to name an apply that committed after
-    Airflow had given the task up (its worker was lost)."""
-    state = _read_state(run, target)
-    if isinstance(state, str):
-        return state
-    if state.at is None:
-        return "not applied"
-    mine = state.run_id == run.run_id
-    if state.applied:
-        if not mine:
-            return f"applied by run {state.run_id}, left as is"
-        if apply_state == "failed":
-            return (
-                "applied by this run, although Airflow marked its apply task failed (the task "
-                "outlived its worker and committed)"
-            )
-        return "applied by this run"
-    return "rolled back by this run" if mine else f"not applied (rolled back by run {state.run_id})"
-
-
-def headline_artifacts(files: list[str]) -> list[str]:
-    """The files a person opens: Data Docs as their index page, not their hundred assets."""
-    return [f for f in files if "/data-docs/" not in f or f.endswith("data-docs/index.html")]
-
-
-def run_outcome(states: dict[str, str]) -> str:
-    """One phrase for how the run ended, from its tasks' states."""
-    failed = [t for t, s in states.items() if s == "failed"]
-    first = f" after {failed[0]} failed" if failed else ""
-    if states.get("rollback_production") == "success":
-        return f"rolled back in production{first}"
-    if states.get("approve_production") == "failed":
-        rolled = (
-            "staging rolled back"
-            if states.get("rollback_staging") == "success"
-            else ("staging left as it was")
-        )
-        return f"not approved (rejected or timed out); production untouched, {rolled}"
-    if states.get("rollback_staging") == "success":
-        return f"failed on staging{first}; staging rolled back; production untouched"
-    if failed:
-        return f"failed{first}"
-    if states.get("monitor_production_perf") == "success":
-        return "succeeded"
-    return "incomplete"
-
-
-def _note(note: Any) -> str:
-    if note is None:
-        return ""
-    if isinstance(note, dict):
-        text = ", ".join(f"{k}: {v}" for k, v in note.items() if not isinstance(v, (dict, list)))
-    else:
-        text = str(note)
-    return text.replace("|", "/").replace("\n", " ")[:300]
-
-
-def summary_html(markdown: str, files: list[str], outcome: str) -> str:
-    import html
-
-    links = "\n".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Rollout: {html.escape(outcome)}"
-        f"</title></head><body><h1>{html.escape(outcome)}</h1><pre>{html.escape(markdown)}</pre>"
-        f"<h2>Artifacts</h2><ul>{links}</ul></body></html>\n"
-    )

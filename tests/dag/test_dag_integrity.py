@@ -26,8 +26,16 @@ def dag():
 
 
 def test_the_story_runs_in_order(dag):
-    for earlier, later in itertools.pairwise(STORY):
-        assert dag.get_task(later).upstream_task_ids == {earlier}, later
+    """Each task after the one before it, and after nothing later in the story (a task may also
+    follow an earlier one whose result it takes: the graph shows the data flow)."""
+    for index, (earlier, later) in enumerate(itertools.pairwise(STORY)):
+        upstream = dag.get_task(later).upstream_task_ids
+        assert earlier in upstream and upstream <= set(STORY[: index + 1]), later
+    assert dag.get_task("wait_for_window").upstream_task_ids == {
+        "approve_production", "apply_staging", "preflight",
+    }  # fmt: skip
+    assert "wait_for_window" in dag.get_task("apply_production").upstream_task_ids
+    assert dag.doc_md and "Four eyes" in dag.doc_md  # what a person reads in the UI
     assert dag.max_active_runs == 1
     assert dag.get_task("approve_production").__class__.__mro__[1].__name__ == "ApprovalOperator"
     assert dag.get_task("wait_for_window").mode == "reschedule"  # no worker slot held

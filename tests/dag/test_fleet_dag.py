@@ -25,10 +25,14 @@ def dag():
 
 
 def test_staging_then_the_gate_then_the_waves_in_order(dag):
-    for earlier, later in itertools.pairwise(STAGING):
-        assert dag.get_task(later).upstream_task_ids == {earlier}, later
-    assert dag.get_task("plan_targets").upstream_task_ids == {"approve_production"}
-    assert dag.get_task("wave_0.wait_for_window").upstream_task_ids == {"plan_targets"}
+    for index, (earlier, later) in enumerate(itertools.pairwise(STAGING)):
+        upstream = dag.get_task(later).upstream_task_ids
+        assert earlier in upstream and upstream <= set(STAGING[: index + 1]), later
+    assert dag.get_task("plan_targets").upstream_task_ids == {"approve_production", "preflight"}
+    assert dag.get_task("wave_0.wait_for_window").upstream_task_ids == {
+        "plan_targets", "preflight", "apply_staging",
+    }  # fmt: skip
+    assert dag.doc_md
     for k in range(MAX_WAVES):
         tasks = [target_task_id(k, t) for t in TARGET_TASKS]
         for earlier, later in itertools.pairwise(tasks):
@@ -44,9 +48,10 @@ def test_staging_then_the_gate_then_the_waves_in_order(dag):
             for root in (f"wave_{k}.approve", f"wave_{k}.targets"):
                 assert dag.get_task(root).upstream_task_ids == {target_task_id(k - 1, "monitor")}
                 assert dag.get_task(root).trigger_rule == "none_failed_min_one_success"
+            # after its approval; it also takes staging's apply and the preflight's plan
             assert dag.get_task(f"wave_{k}.wait_for_window").upstream_task_ids == {
-                f"wave_{k}.approve"
-            }
+                f"wave_{k}.approve", "preflight", "apply_staging",
+            }  # fmt: skip
     assert dag.get_task("wave_0.wait_for_window").mode == "reschedule"
     assert dag.max_active_runs == 1
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER, REDIS_BROKER, AirflowStack, free_port
-from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from tests.e2e.conftest import VERSION
 from tests.target_state import migrated

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rollout import db
+from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
-from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from tests.e2e.conftest import VERSION
 from tests.target_state import migrated, outcomes

@@ -14,8 +14,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from rollout import db
+from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
-from rollout.airflow_support import safe_run_id
 from rollout.demo_rollout import follow_run
 from rollout.errors import RolloutError
 from rollout.ledger import ADVISORY_LOCK_KEY

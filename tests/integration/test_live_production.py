@@ -18,10 +18,11 @@ import uuid
 
 import pytest
 
-from rollout import db, ledger, steps
+from rollout import db, ledger, report, steps
 from rollout.artifacts import ArtifactDir
 from rollout.errors import TargetUnavailable
 from rollout.migrations import MigrationBundle, apply_up, load_bundle
+from rollout.run import TARGETS, Run
 from rollout.seed import seed_database
 from rollout.settings import RolloutSettings
 from rollout.workload import BookingWriters, LiveApplication, LongReader
@@ -33,7 +34,7 @@ VERSION = "20251113203000"
 @pytest.fixture
 def targets(make_database) -> dict[str, str]:
     dsns = {}
-    for name in steps.TARGETS:
+    for name in TARGETS:
         dsns[name] = make_database()
         with db.connect(dsns[name]) as conn:
             seed_database(conn, 2000, seed=5, anchor=dt.date(2026, 12, 1))
@@ -45,7 +46,7 @@ def make_run(dsns, tmp_path, run_id: str = "run_a", bundle=None, **params):
     settings = RolloutSettings.from_params({"approvers": ["reviewer"], **params})
     if bundle is not None:
         settings = dataclasses.replace(settings, bundle=bundle)
-    run = steps.Run(
+    run = Run(
         settings=settings,
         dsns=dsns,
         artifacts=ArtifactDir(tmp_path / run_id),
@@ -149,8 +150,8 @@ def test_a_rollback_undoes_only_what_its_own_run_applied(targets, tmp_path):
     assert result["action"] == "not_owned" and result["applied_by"] == "run_a"
     assert migrated(targets["staging"])
     assert [r["outcome"] for r in ledger_rows(targets["staging"])] == ["applied"]
-    assert "applied by run run_a, left as is" in steps.target_story(second, "staging")
-    assert steps.target_story(first, "staging") == "applied by this run"
+    assert "applied by run run_a, left as is" in report.target_story(second, "staging")
+    assert report.target_story(first, "staging") == "applied by this run"
 
 
 def test_a_rollback_of_a_target_never_touched_creates_nothing(targets, tmp_path):
@@ -305,12 +306,13 @@ def test_the_down_behind_a_long_reader_gives_way_to_writers_and_waits_bounded(ta
 KILLED_STEP = textwrap.dedent(
     """
     import sys
-    from rollout import ledger, steps
+    from rollout import ledger
     from rollout.artifacts import ArtifactDir
+    from rollout.run import Run
     from rollout.settings import RolloutSettings
     from pathlib import Path
 
-    run = steps.Run(RolloutSettings.from_params({}), {"production": sys.argv[1]},
+    run = Run(RolloutSettings.from_params({}), {"production": sys.argv[1]},
                     ArtifactDir(Path(sys.argv[2])), "run_killed")
     conn = run.connect("production", "apply")
     ledger.take_rollout_lock(conn, "production")
@@ -369,13 +371,13 @@ def test_a_step_session_says_whose_it_is(targets, tmp_path):
 
 
 def test_a_missing_connection_is_named_when_used(tmp_path, targets):
-    from rollout.airflow_support import MissingTarget
+    from rollout.airflow_run import MissingTarget
 
     dsns = dict(targets, production=MissingTarget("the Airflow connection 'p_x' is not defined"))
     run, _ = make_run(dsns, tmp_path)
     with pytest.raises(TargetUnavailable, match="'p_x' is not defined"):
         steps.preflight(run)
-    assert "p_x" in steps.target_story(run, "production")
+    assert "p_x" in report.target_story(run, "production")
 
 
 def test_the_plain_apply_uses_the_lock_retries_too(targets):
@@ -406,12 +408,13 @@ APPLY_STEP = textwrap.dedent(
     from rollout import steps
     from rollout.artifacts import ArtifactDir
     from rollout.migrations import MigrationBundle
+    from rollout.run import Run
     from rollout.settings import RolloutSettings
 
     settings = RolloutSettings.from_params({"lock_timeout_ms": 60000, "lock_retries": 0})
     folder = Path(sys.argv[3])
     bundle = MigrationBundle(folder.name[:14], folder.name[15:], folder)
-    run = steps.Run(dataclasses.replace(settings, bundle=bundle), {"production": sys.argv[1]},
+    run = Run(dataclasses.replace(settings, bundle=bundle), {"production": sys.argv[1]},
                     ArtifactDir(Path(sys.argv[2])), "run_orphan", watch_worker=True)
     try:
         steps.apply_target(run, "production")

@@ -10,8 +10,9 @@ import uuid
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from rollout import db, steps
+from rollout import db, report, steps
 from rollout.artifacts import ArtifactDir
+from rollout.run import TARGETS, Run
 from rollout.seed import seed_database
 from rollout.settings import RolloutSettings
 
@@ -24,12 +25,12 @@ def with_sentinel(dsn: str) -> str:
 
 def test_no_artifact_holds_a_password(make_database, tmp_path):
     dsns = {}
-    for name in steps.TARGETS:
+    for name in TARGETS:
         plain = make_database()
         with db.connect(plain) as conn:
             seed_database(conn, 500, seed=8, anchor=dt.date(2026, 12, 1))
         dsns[name] = with_sentinel(plain)
-    run = steps.Run(
+    run = Run(
         settings=RolloutSettings.from_params(
             {"approvers": ["reviewer"], "lock_timeout_ms": 50, "lock_retries": 0}
         ),
@@ -60,7 +61,7 @@ def test_no_artifact_holds_a_password(make_database, tmp_path):
         holder.rollback()
     with pytest.raises(steps.StepFailed, match="schema is not what it was before"):
         steps.rollback_target(run, "staging")  # the planted trigger is still there
-    steps.write_report(run, {"preflight": "success"}, {})
+    report.write_report(run, {"preflight": "success"}, {})
 
     written = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
     output = (tmp_path / "artifacts/staging/assignment/assignment-output.txt").read_text()

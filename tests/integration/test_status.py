@@ -16,6 +16,7 @@ import pytest
 from rollout import db, ledger, steps
 from rollout.artifacts import ArtifactDir
 from rollout.paths import PROJECT_ROOT
+from rollout.run import Run
 from rollout.seed import seed_database
 from rollout.settings import RolloutSettings
 
@@ -38,7 +39,7 @@ def target(make_database) -> str:
 
 
 def apply(dsn: str, tmp_path) -> None:
-    run = steps.Run(
+    run = Run(
         settings=RolloutSettings.from_params({}),
         dsns={"staging": dsn, "production": dsn},
         artifacts=ArtifactDir(tmp_path / "artifacts"),

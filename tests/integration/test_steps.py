@@ -14,6 +14,7 @@ from rollout import db, ledger, steps
 from rollout.artifacts import ArtifactDir
 from rollout.errors import RollbackRefused, TargetUnavailable
 from rollout.migrations import MigrationBundle, run_check
+from rollout.run import TARGETS, Run
 from rollout.seed import seed_database, table_row_counts
 from rollout.settings import RolloutSettings
 from tests.target_state import migrated
@@ -24,16 +25,16 @@ VERSION = "20251113203000"
 @pytest.fixture
 def targets(make_database) -> dict[str, str]:
     dsns = {}
-    for name in steps.TARGETS:
+    for name in TARGETS:
         dsns[name] = make_database()
         with db.connect(dsns[name]) as conn:
             seed_database(conn, 2000, seed=5, anchor=dt.date(2026, 12, 1))
     return dsns
 
 
-def make_run(dsns, tmp_path, **params) -> tuple[steps.Run, list[str]]:
+def make_run(dsns, tmp_path, **params) -> tuple[Run, list[str]]:
     said: list[str] = []
-    run = steps.Run(
+    run = Run(
         settings=RolloutSettings.from_params({"approvers": ["reviewer"], **params}),
         dsns=dsns,
         artifacts=ArtifactDir(tmp_path / "artifacts"),

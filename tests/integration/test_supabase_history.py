@@ -14,6 +14,7 @@ from rollout import db, steps, supabase
 from rollout.artifacts import ArtifactDir
 from rollout.authoring import check_bundle, import_supabase
 from rollout.migrations import MigrationBundle, load_bundle
+from rollout.run import Run
 from rollout.seed import seed_database
 from rollout.settings import RolloutSettings
 from rollout.status import read_status, render_table
@@ -57,7 +58,7 @@ def test_the_cli_history_follows_the_apply_and_the_rollback(make_database, tmp_p
             "INSERT INTO supabase_migrations.schema_migrations VALUES ('20240101000000', '{}', 'init')"
         )
     settings = RolloutSettings.from_params({"approvers": ["reviewer"]})
-    run = steps.Run(
+    run = Run(
         settings=dataclasses.replace(settings, bundle=bundle),
         dsns={"staging": dsn},
         artifacts=ArtifactDir(tmp_path / "artifacts"),
@@ -105,7 +106,7 @@ def test_a_version_the_cli_applied_outside_the_rollout_is_refused(make_database,
     with db.connect(dsn) as conn:
         supabase.ensure_history(conn)
         supabase.record_applied(conn, ours.supabase_migration)  # `supabase db push` did it
-    run = steps.Run(
+    run = Run(
         settings=RolloutSettings.from_params({"approvers": ["reviewer"]}),
         dsns={"staging": dsn},
         artifacts=ArtifactDir(tmp_path / "artifacts"),

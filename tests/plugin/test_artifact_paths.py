@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rollout.airflow_support import run_artifacts, run_page_path, safe_dag_id, safe_run_id
+from rollout.airflow_paths import run_artifacts, run_page_path, safe_dag_id, safe_run_id
 
 
 @pytest.mark.parametrize(

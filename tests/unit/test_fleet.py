@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from rollout import fleet
+from rollout import fleet, report
 from rollout.fleet import FleetError, FleetSettings, final_state, plan_waves
+from rollout.run import Run
 
 GROUPS = {"eu": ["prod_eu_1", "prod_eu_2"], "all": ["@eu", "prod_us_*"], "loop": ["@loop"]}
 KNOWN = ["prod_eu_1", "prod_eu_2", "prod_us_1", "prod_us_2", "rollout_staging"]
@@ -60,12 +61,11 @@ def test_ids_and_patterns_that_could_leave_the_runs_folder_are_refused(items, gr
 
 
 def test_a_target_folder_is_never_made_from_an_unusable_id(tmp_path):
-    from rollout import steps
     from rollout.artifacts import ArtifactDir
     from rollout.fleet_steps import target_run
 
     s = settings(production_targets=["prod_eu_1"])
-    run = steps.Run(s.rollout, {"staging": "x"}, ArtifactDir(tmp_path / "run"), "r",
+    run = Run(s.rollout, {"staging": "x"}, ArtifactDir(tmp_path / "run"), "r",
                     progress=lambda m: None)  # fmt: skip
     assert target_run(run, "prod_eu_1", "dsn").artifacts.root == tmp_path / "run/targets/prod_eu_1"
     with pytest.raises(fleet.SettingsError, match=r"production target: '\.\./\.\./x'"):
@@ -207,7 +207,6 @@ def test_rollback_policy():
 
 
 def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
-    from rollout import steps
     from rollout.artifacts import ArtifactDir
 
     s = settings(
@@ -215,7 +214,7 @@ def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
         wave_size=1,
         approvers=["reviewer"],
     )
-    run = steps.Run(s.rollout, {}, ArtifactDir(tmp_path), "run", progress=lambda m: None)
+    run = Run(s.rollout, {}, ArtifactDir(tmp_path), "run", progress=lambda m: None)
     pre = {"plan": s.plan(), "waves": len(s.waves), "on_target_failure": "leave_healthy",
            "production": {"conn_id": "prod_us_1", "locked_rows": 900_000}}  # fmt: skip
     facts = {
@@ -224,7 +223,7 @@ def test_the_production_gate_names_the_fleet_and_its_largest_target(tmp_path):
         "capture_db_diff": {"drift_empty": True, "change": "23 added"},
         "run_assignment_tests": {"line": "12 passed"},
     }  # fmt: skip
-    body = steps.approval_body(run, facts, "http://x/rollout/runs/r/")
+    body = report.approval_body(run, facts, "http://x/rollout/runs/r/")
     assert "- Fleet: 3 production targets in 3 waves, canary first" in body
     assert "the largest, prod_us_1" in body
     assert (

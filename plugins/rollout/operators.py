@@ -1,58 +1,24 @@
-"""What the DAG needs from Airflow and nothing else does: a `Run` built from a task's context,
-the run's artifact folder in object storage, the approval gate, and task states for the report."""
+"""The Airflow side of the steps: how a task runs a step and ends (failed or skipped, its reason
+kept for the report), the end-of-run notice, the window sensor's answer, and the approval gates
+(Airflow's own ApprovalOperator, given the run's text, assignees and deadline)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import re
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import ObjectStoragePath
 
+from rollout.airflow_paths import fail_safe_artifacts, run_page_url
+from rollout.airflow_run import fleet_from_context, run_from_context, run_started, task_states
 from rollout.artifacts import ArtifactDir
-from rollout.errors import TargetUnavailable
-from rollout.fleet import FleetSettings
-from rollout.paths import STATE_DIR
+from rollout.locktime import predict_production_lock
+from rollout.report import approval_body
+from rollout.run import Run
 from rollout.settings import RolloutSettings
-from rollout.steps import Run, approval_body, predict_production_lock
-from rollout.targets import resolve_target
 
 log = logging.getLogger("rollout")
-
-URL_PREFIX = "/rollout"  # where the plugin serves the artifact pages (rollout_plugin.py)
-ARTIFACTS_URL_ENV = "ROLLOUT_ARTIFACTS_URL"  # e.g. s3://bucket/rollouts (needs its provider)
-
-
-def artifacts_base() -> ObjectStoragePath:
-    url = os.environ.get(ARTIFACTS_URL_ENV) or f"file://{STATE_DIR / 'artifacts'}"
-    return ObjectStoragePath(url)
-
-
-def safe_run_id(run_id: str) -> str:
-    """The run id as one path segment (run ids hold ':' and '+'). Never '.', '..' or hidden:
-    Airflow accepts a run id such as '..', and its folder must still be the run's own."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
-    return "_" + name[1:] if name.startswith(".") else name or "_"
-
-
-# A DAG id as a folder name. Airflow accepts dag ids such as '..' (letters, digits, '_', '.',
-# '-'); ours are plain words, so anything that could name another folder is refused.
-DAG_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
-
-def safe_dag_id(dag_id: str) -> str:
-    """The DAG id as one path segment, or ValueError when it could leave the artifacts root."""
-    if not DAG_FOLDER.fullmatch(dag_id) or ".." in dag_id:
-        raise ValueError(f"the DAG id {dag_id!r} cannot name a folder of artifacts")
-    return dag_id
-
-
-def run_artifacts(dag_id: str, run_id: str) -> Any:
-    """The run's folder of artifacts: always one level under the DAG's, two under the root."""
-    return artifacts_base() / safe_dag_id(dag_id) / safe_run_id(run_id)
 
 
 def fail_task(context: Any, exc: Exception, folder: ArtifactDir | None = None) -> Exception:
@@ -87,22 +53,6 @@ def keep_reason(context: Any, kind: str, text: str, folder: ArtifactDir | None =
         log.warning("could not keep the task's reason: %s", write_error)
 
 
-def run_page_path(dag_id: str, run_id: str) -> str:
-    """The run's artifact page under Airflow's address (ids percent-encoded, ':' and '+' kept
-    as Airflow's own run ids use them)."""
-    from urllib.parse import quote
-
-    return f"{URL_PREFIX}/runs/{quote(dag_id, safe='')}/{quote(run_id, safe=':+~')}/"
-
-
-def run_page_url(dag_id: str, run_id: str) -> str:
-    """The run's artifact page as a person opens it ([api] base_url in front)."""
-    from airflow.sdk.configuration import conf
-
-    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-    return f"{base}{run_page_path(dag_id, run_id)}"
-
-
 def run_step(step: Any, context: Any, *args: Any, run: Run | None = None, **kwargs: Any) -> Any:
     """Run one step of rollout.steps for this task (on `run`, default the run's own): say what
     it does and how long it took; a known failure (RolloutError) fails the task with its reason
@@ -124,16 +74,6 @@ def run_step(step: Any, context: Any, *args: Any, run: Run | None = None, **kwar
     return result
 
 
-def fail_safe_artifacts(context: Any) -> ArtifactDir | None:
-    """The run's artifact folder, or None when it cannot be opened (for best-effort records)."""
-    dag_run = context["dag_run"]
-    try:
-        return ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id))
-    except OSError as exc:
-        log.warning("the run's artifact folder cannot be opened: %s", exc)
-        return None
-
-
 def send_outcome(
     context: Any, version: str, outcome: str, states: dict[str, str] | None = None
 ) -> None:
@@ -152,108 +92,6 @@ def send_outcome(
         ),
         context,
     )
-
-
-def settings_from_context(context: Any) -> RolloutSettings:
-    params = dict(context["params"])
-    if "production_targets" in params:  # the fleet DAG: production is its first target here
-        return fleet_from_context(context).rollout
-    return RolloutSettings.from_params(params)
-
-
-def fleet_from_context(context: Any) -> FleetSettings:
-    return FleetSettings.from_params(dict(context["params"]))
-
-
-def fleet_dsns(settings: FleetSettings) -> dict[str, str]:
-    """Every production target's DSN: a connection that is not defined fails here, named."""
-    return {conn_id: resolve_target(conn_id) for conn_id in settings.targets}
-
-
-def run_from_context(context: Any) -> Run:
-    """Settings first (a bad parameter fails before any database is touched), then targets: a
-    connection that is not defined fails the first step that connects to it, naming it."""
-    return _run(context, settings_from_context(context))
-
-
-def run_or_why_not(context: Any) -> tuple[Run | None, str | None]:
-    """For the report and the rollbacks, which must never crash: the run, or why there is none
-    (its parameters were refused: then it touched nothing)."""
-    from rollout.errors import RolloutError
-
-    try:
-        return run_from_context(context), None
-    except RolloutError as exc:
-        return None, str(exc)
-
-
-def _run(context: Any, settings: RolloutSettings) -> Run:
-    import os
-    import socket
-
-    dag_run, ti = context["dag_run"], context["ti"]
-    dsns = {
-        "staging": dsn_or_why_not(settings.staging_conn_id),
-        "production": dsn_or_why_not(settings.production_conn_id),
-    }
-    return Run(
-        settings=settings,
-        dsns=dsns,
-        artifacts=ArtifactDir(run_artifacts(dag_run.dag_id, dag_run.run_id)),
-        run_id=dag_run.run_id,
-        actor=getattr(dag_run, "triggering_user_name", None),
-        progress=log.info,
-        dag_id=dag_run.dag_id,
-        session={
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "dag_id": dag_run.dag_id,
-            "task_id": ti.task_id,
-            "map_index": getattr(ti, "map_index", -1),
-            "try_number": getattr(ti, "try_number", None),
-        },
-        is_stale=lambda lease: lease_is_stale(ti, lease),
-        watch_worker=True,
-    )
-
-
-class MissingTarget(str):
-    """A target whose connection could not be resolved: connecting to it raises the reason."""
-
-
-def dsn_or_why_not(conn_id: str) -> str:
-    """The connection's DSN, or a MissingTarget carrying why there is none: the first step that
-    connects fails with it, and the report and rollbacks still run."""
-    try:
-        return resolve_target(conn_id)
-    except TargetUnavailable as exc:
-        return MissingTarget(str(exc))
-
-
-def lease_is_stale(ti: Any, lease: Any) -> str | None:
-    """Why another run's lease is stale: its DAG run in this Airflow has ended. A run this
-    Airflow does not know (another deployment's, or the CLI's) is never assumed stale."""
-    if not lease.dag_id:
-        return None
-    try:
-        state = ti.get_dagrun_state(lease.dag_id, lease.run_id)
-    except Exception:  # not found here, or no answer: not ours to judge
-        return None
-    state = str(getattr(state, "value", state))
-    return f"its run ended: {state}" if state in ("success", "failed") else None
-
-
-def task_states(context: Any) -> dict[str, str]:
-    """The state of every task of this run, by task id."""
-    ti = context["ti"]
-    dag_run = context["dag_run"]
-    found = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
-    states = found.get(dag_run.run_id, found) if isinstance(found, dict) else {}
-    return {task: str(getattr(state, "value", state)) for task, state in states.items()}
-
-
-def run_started(context: Any) -> dt.datetime:
-    return context["dag_run"].start_date or dt.datetime.now(dt.UTC)
 
 
 def window_poke(context: Any, run: Run, predict: Any, untouched: str) -> Any:

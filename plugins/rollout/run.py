@@ -1,0 +1,88 @@
+"""A rollout run as its steps see it: its settings, its targets' DSNs, its folder of artifacts,
+who and which run it is; and how a step opens a session on a target."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from rollout import db, ledger
+from rollout.artifacts import ArtifactDir
+from rollout.errors import TargetUnavailable
+from rollout.settings import RolloutSettings
+
+Progress = Callable[[str], None]
+
+
+TARGETS = ("staging", "production")
+
+
+# Every session of a step asks the server to check, this often while a statement runs or waits
+# for a lock, that the step's process is still there: a killed task's session ends within it,
+# and with it its transaction, its locks and the rollout's advisory lock.
+CLIENT_CHECK_INTERVAL = "2s"
+
+
+@dataclass
+class Run:
+    settings: RolloutSettings
+    dsns: dict[str, str]  # target name -> DSN
+    artifacts: ArtifactDir  # this run's folder
+    run_id: str
+    actor: str | None = None
+    progress: Progress = field(default=print)
+    dag_id: str | None = None
+    # Who commits a change (host, pid, task and try): kept in the ledger row.
+    session: dict[str, Any] = field(default_factory=dict)
+    # Whether another run's lease has gone stale (its run ended); None: never assumed.
+    is_stale: ledger.StaleCheck | None = None
+    # Airflow tasks: a step stops without committing when its worker process dies.
+    watch_worker: bool = False
+
+    @property
+    def bundle(self):
+        return self.settings.bundle
+
+    def say(self, message: str) -> None:
+        self.progress(message)
+
+    def folder(self, target: str, *parts: str) -> ArtifactDir:
+        return self.artifacts.subdir("/".join((target, *parts)))
+
+    def dsn(self, target: str) -> str:
+        """The target's DSN, or TargetUnavailable saying why there is none (a connection that
+        is not defined: the run still reports and rolls back what it can)."""
+        dsn = self.dsns.get(target)
+        if dsn is None:
+            raise TargetUnavailable(f"{target}: this run has no connection for it")
+        if type(dsn) is not str:  # an unresolved connection carries its reason, not a DSN
+            raise TargetUnavailable(str(dsn))
+        return dsn
+
+    def connect(self, target: str, purpose: str) -> psycopg.Connection:
+        return db.connect(
+            self.dsn(target),
+            application_name=session_name(purpose, self.run_id),
+            session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
+        )
+
+    def conn_id(self, target: str) -> str:
+        s = self.settings
+        return {"staging": s.staging_conn_id, "production": s.production_conn_id}.get(
+            target, target
+        )
+
+
+def session_name(purpose: str, run_id: str) -> str:
+    """application_name of a step's session: what it does, its process and its run, so a person
+    reading pg_stat_activity knows whose it is (PostgreSQL keeps 63 bytes)."""
+    return f"rollout-{purpose} p{os.getpid()} {run_id}"[:63]
+
+
+def default_session() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
