@@ -24,6 +24,7 @@ from rollout.fleet import FLEET_POOL
 from rollout.paths import PROJECT_ROOT, STATE_DIR
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+LOCAL_EXECUTOR = "rollout.executor.RolloutLocalExecutor"
 ADMIN_USER = "admin"  # triggers runs
 APPROVER = "reviewer"  # approves them: four eyes, even on a laptop
 USERS = (ADMIN_USER, APPROVER)
@@ -94,7 +95,11 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            # The LocalExecutor with the tasks' modules imported once, before it forks its
+            # workers (rollout/executor.py): every task inherits them instead of importing.
+            "AIRFLOW__CORE__EXECUTOR": LOCAL_EXECUTOR
+            if self.executor == "LocalExecutor"
+            else self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             "AIRFLOW__CORE__AUTH_MANAGER": (
