@@ -19,6 +19,12 @@ migration and may not guess.
 A missing list means "none": a bundle that says nothing may change no row. A top-level
 `expectations = "<folder>"` names the folder under expectations/ holding its suites (default:
 the bundle's own version).
+
+    [online]
+    # The one table whose lock phase (from `-- From here to COMMIT,` on, in up.sql and down.sql)
+    # may instead be built on a copy of the table while the application writes, and swapped in
+    # under a short lock (apply_mode "online", rollout.online). Without it: locking only.
+    table = "public.allocations"
 """
 
 from __future__ import annotations
@@ -60,10 +66,18 @@ class RowRules:
 
 
 @dataclass(frozen=True)
+class OnlineSpec:
+    """What the bundle allows the online apply to rebuild: its lock phase's one table."""
+
+    table: str  # "schema.table"
+
+
+@dataclass(frozen=True)
 class Manifest:
     up: RowRules
     down: RowRules
     expectations: str | None = None  # folder under expectations/ (default: the version)
+    online: OnlineSpec | None = None  # None: the bundle can be applied locking only
 
     def rules(self, direction: str) -> RowRules:
         return {"up": self.up, "down": self.down}[direction]
@@ -81,7 +95,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"up", "down", "expectations"}
+    unknown = set(data) - {"up", "down", "expectations", "online"}
     if unknown:
         raise BundleError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     expectations = data.get("expectations")
@@ -93,7 +107,20 @@ def load_manifest(bundle_path: Path) -> Manifest:
         up=_rules(path, "up", data.get("up", {}), export_allowed=False),
         down=_rules(path, "down", data.get("down", {}), export_allowed=True),
         expectations=expectations,
+        online=_online(path, data["online"]) if "online" in data else None,
     )
+
+
+def _online(path: Path, raw: Any) -> OnlineSpec:
+    if not isinstance(raw, dict) or set(raw) != {"table"}:
+        raise BundleError(f"{path}: [online] takes one key, table = \"schema.table\"")
+    table = raw["table"]
+    if not isinstance(table, str) or not _QUALIFIED.match(table):
+        raise BundleError(
+            f"{path}: [online] table: {table!r} is not a schema-qualified table name in lower "
+            "case (e.g. public.allocations)"
+        )
+    return OnlineSpec(table)
 
 
 def _rules(path: Path, section: str, raw: Mapping[str, Any], *, export_allowed: bool) -> RowRules:

@@ -126,6 +126,7 @@ class ApplyResult:
     attempts: int = 1
     effects: RowEffects | None = None  # what the script did to existing rows
     exported: dict[str, int] = field(default_factory=dict)  # table -> rows exported and dropped
+    online: dict | None = None  # the online apply's phases and figures (rollout.online), if online
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ BeforeCommit = Callable[[psycopg.Connection, ScriptRun], None]
 # Given each exported table's rows as CSV (with a header) inside the down's transaction, before
 # the drop; it keeps them (an artifact) or raises to stop the down.
 KeepExport = Callable[[str, bytes, int], None]
+
+
+# Runs in place of the script's lock phase, in its transaction, after the statements before it
+# (the online apply's swap). What it does to rows is the engine's own copying, not the script's.
+LockPhase = Callable[[psycopg.Connection], None]
 
 
 class RowRulesBroken(RolloutError):
@@ -167,16 +173,21 @@ def run_script(
     say: Callable[[str], None] = lambda _message: None,
     before_commit: BeforeCommit | None = None,
     keep_export: KeepExport | None = None,
+    lock_phase: LockPhase | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyResult:
     """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
     mechanism (each attempt a transaction of its own); time it and its lock phase.
+
+    `lock_phase`, when given, runs instead of the script's own lock phase (the online apply's
+    swap); row effects are then counted up to it. `sleep` is what happens between attempts.
 
     Inside the transaction: the tables the manifest says the down drops are exported first
     (their rows counted, and the count checked again at the drop), the script runs, and what it
     did to existing rows is compared with its manifest; anything it may not do rolls it all back
     (RowRulesBroken). The down's own refusal (SQLSTATE RB001) becomes RollbackRefused."""
     rules = bundle.manifest.rules(direction)
-    before_lock, lock_phase = split_lock_phase(bundle.body(direction))
+    before_lock, script_lock_phase = split_lock_phase(bundle.body(direction))
     script = f"{direction}.sql of {bundle.version}"
     stamps: dict[str, float] = {}
 
@@ -186,9 +197,14 @@ def run_script(
         exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
             conn.execute(before_lock.encode())
-        stamps["lock"] = time.perf_counter()
-        conn.execute(lock_phase.encode())
-        effects = RowEffects.between(counters, read_counters(conn))
+        if lock_phase is None:
+            stamps["lock"] = time.perf_counter()
+            conn.execute(script_lock_phase.encode())
+            effects = RowEffects.between(counters, read_counters(conn))
+        else:
+            effects = RowEffects.between(counters, read_counters(conn))
+            stamps["lock"] = time.perf_counter()
+            lock_phase(conn)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:
             raise RowRulesBroken(
@@ -204,8 +220,9 @@ def run_script(
 
     try:
         done = with_lock_retries(
-            conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings
-        )
+            conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings,
+            sleep=sleep,
+        )  # fmt: skip
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
             diag = exc.diag
