@@ -174,13 +174,16 @@ def run_script(
     before_commit: BeforeCommit | None = None,
     keep_export: KeepExport | None = None,
     lock_phase: LockPhase | None = None,
+    lock_first: LockPhase | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyResult:
     """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
     mechanism (each attempt a transaction of its own); time it and its lock phase.
 
     `lock_phase`, when given, runs instead of the script's own lock phase (the online apply's
-    swap); row effects are then counted up to it. `sleep` is what happens between attempts.
+    swap); row effects are then counted up to it. `lock_first` takes locks before anything
+    else in the attempt (the lock phase is then timed from it). `sleep` is what happens
+    between attempts.
 
     Inside the transaction: the tables the manifest says the down drops are exported first
     (their rows counted, and the count checked again at the drop), the script runs, and what it
@@ -193,6 +196,9 @@ def run_script(
 
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
+        if lock_first is not None:
+            stamps["lock"] = stamps["started"]
+            lock_first(conn)
         counters = read_counters(conn)
         exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
@@ -203,7 +209,8 @@ def run_script(
             effects = RowEffects.between(counters, read_counters(conn))
         else:
             effects = RowEffects.between(counters, read_counters(conn))
-            stamps["lock"] = time.perf_counter()
+            if lock_first is None:
+                stamps["lock"] = time.perf_counter()
             lock_phase(conn)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:

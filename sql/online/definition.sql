@@ -134,8 +134,8 @@ SELECT 62, 'policy', p.polname::text,
                             WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
               (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_catalog.pg_get_userbyid(r)) END, ', ' ORDER BY r)
                  FROM unnest(p.polroles) AS r),
-              coalesce(format(' USING (%%s)', pg_catalog.pg_get_expr(p.polqual, p.polrelid)), ''),
-              coalesce(format(' WITH CHECK (%%s)', pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)), ''))
+              coalesce(' USING (' || pg_catalog.pg_get_expr(p.polqual, p.polrelid) || ')', ''),
+              coalesce(' WITH CHECK (' || pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) || ')', ''))
   FROM pg_catalog.pg_policy p, src, dest WHERE p.polrelid = src.oid
 UNION ALL
 SELECT 63, 'policy', p.polname::text, format('COMMENT ON POLICY %%I ON %%s IS %%L', p.polname, dest.qualified, d)
@@ -214,7 +214,7 @@ SELECT 110, 'publication', p.pubname::text,
                           FROM pg_catalog.pg_attribute a
                          WHERE a.attrelid = src.oid AND a.attnum = ANY (pr.prattrs::int2[])
                         HAVING count(*) > 0), ''),
-              coalesce(format(' WHERE (%%s)', pg_catalog.pg_get_expr(pr.prqual, pr.prrelid)), ''))
+              coalesce(' WHERE (' || pg_catalog.pg_get_expr(pr.prqual, pr.prrelid) || ')', ''))
   FROM pg_catalog.pg_publication_rel pr
   JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
   JOIN src ON pr.prrelid = src.oid, dest

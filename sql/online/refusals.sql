@@ -65,7 +65,13 @@ UNION ALL
 -- Everything else that refers to the table (or its row type) by OID would keep pointing at the
 -- old table after the swap: views, foreign keys of other tables, rules, other tables' policies,
 -- functions taking its row type, extended statistics.
-SELECT DISTINCT format('%%s depends on it', pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid))
+SELECT DISTINCT format('%%s depends on it',
+       CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass
+            THEN (SELECT format('%%s %%s', CASE c.relkind WHEN 'm' THEN 'materialized view' WHEN 'v' THEN 'view' ELSE 'a rule of table' END,
+                                r.ev_class::regclass)
+                    FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+                   WHERE r.oid = d.objid)
+            ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END)
   FROM pg_catalog.pg_depend d, t
  WHERE ((d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.oid)
         OR (d.refclassid = 'pg_catalog.pg_type'::regclass AND d.refobjid = t.reltype))

@@ -32,7 +32,7 @@ RETIRED_SCHEMA = "rollout_retired"  # the old table waits here to be dropped aft
 # When each kind of statement runs (sql/online/definition.sql).
 EMPTY_COPY = ("table", "column", "check", "option", "comment", "grant", "policy", "pkey")
 AFTER_BACKFILL = ("index", "constraint", "cluster", "replica")
-IN_SWAP = ("fkey", "trigger", "publication")
+IN_SWAP = ("fkey", "trigger")  # and the table's publications, from its own definition
 # What a lock phase may take on a relation other than the copy: reading it, and the lock a new
 # foreign key takes on the table it references.
 HARMLESS_LOCKS = {"AccessShareLock"}

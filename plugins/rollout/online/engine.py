@@ -15,8 +15,8 @@ Phases, each recorded in rollout.online_phase as it starts and ends:
 6. build: the copy's other indexes and constraints (the new exclusion constraint among them),
    on a copy nobody else uses: no lock the application waits for.
 7. catch-up again, the copy compared with the live table (rows and checksum), ANALYZE.
-8. swap: one transaction under the lock retries: the script's statements before its lock phase
-   (the cache table, the new function), then ACCESS EXCLUSIVE on the live table and the copy,
+8. swap: one transaction under the lock retries: ACCESS EXCLUSIVE on the live table and the
+   copy, the script's statements before its lock phase (the cache table, the new function),
    the last catch-up, foreign keys (NOT VALID), triggers and publications, the old table moved
    to `rollout_retired`, the copy moved into its place, the ledger row, COMMIT. Between
    attempts the catch-up goes on, so each attempt has little left to replay under the lock.
@@ -241,7 +241,9 @@ def leftovers(conn: psycopg.Connection) -> list[tuple[str, str]]:
     """What an earlier online apply left behind: (kind, name) each."""
     return [
         (kind, name)
-        for kind, name in conn.execute(sql_text(ONLINE_SQL / "leftovers.sql").encode()).fetchall()
+        for kind, name in conn.execute(
+            sql_text(ONLINE_SQL / "leftovers.sql").encode(), {}
+        ).fetchall()
     ]
 
 
@@ -556,19 +558,30 @@ def _build_and_swap(
 
     swap_facts: dict[str, Any] = {}
 
-    def swap(c: psycopg.Connection) -> None:
-        asked = time.perf_counter()
+    stamps: dict[str, float] = {}
+
+    def lock(c: psycopg.Connection) -> None:
+        """The table first, before the script's own statements: the application takes it
+        before the others it writes (a confirm writes allocations, then the cache), so taking
+        it last would deadlock with every confirm in flight (benchmarks/README.md)."""
+        stamps["asked"] = time.perf_counter()
         c.execute(
             sql.SQL("LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE").format(
                 live, qualified(*tables.copy)
             )
         )
-        locked = time.perf_counter()
+        stamps["locked"] = time.perf_counter()
+
+    def swap(c: psycopg.Connection) -> None:
+        asked, locked = stamps["asked"], stamps["locked"]
+        swap_facts["script_before_lock_phase_s"] = round(time.perf_counter() - locked, 4)
         on_phase("swap-locked")
         last = capture.catch_up(c, tables, lambda: None)
         c.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a deferred constraint of the copy: now
         unchecked = set(target.foreign_keys_to_validate)
-        for statement in target.of(*IN_SWAP):
+        # Publications come from the table as it is (the rehearsal leaves them out).
+        assert run.source is not None
+        for statement in [*target.of(*IN_SWAP), *run.source.of("publication")]:
             text = statement.text
             if statement.kind == "fkey" and statement.name in unchecked:
                 text += " NOT VALID"  # validated after the swap, outside the lock
@@ -608,7 +621,7 @@ def _build_and_swap(
         capture.catch_up_round(conn, tables, in_round)  # the last one outside the lock
         result = run_script(
             conn, bundle, direction, retries=retries, settings=settings, say=say,
-            before_commit=record, keep_export=keep_export, lock_phase=swap,
+            before_commit=record, keep_export=keep_export, lock_first=lock, lock_phase=swap,
             sleep=catch_up_while_waiting,
         )  # fmt: skip
         facts.update(swap_facts, lock_seconds=round(result.lock_seconds, 4),
