@@ -113,7 +113,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
 
 def _online(path: Path, raw: Any) -> OnlineSpec:
     if not isinstance(raw, dict) or set(raw) != {"table"}:
-        raise BundleError(f"{path}: [online] takes one key, table = \"schema.table\"")
+        raise BundleError(f'{path}: [online] takes one key, table = "schema.table"')
     table = raw["table"]
     if not isinstance(table, str) or not _QUALIFIED.match(table):
         raise BundleError(

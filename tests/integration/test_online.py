@@ -265,7 +265,9 @@ def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seed
             ):
                 time.sleep(0.2)
             assert not migrated(seeded)
-            assert ("trigger", "rollout_online_capture_insert on allocations") in leftovers(conn), str(leftovers(conn))
+            assert ("trigger", "rollout_online_capture_insert on allocations") in leftovers(conn), (
+                str(leftovers(conn))
+            )
         after_kill = app.total()
         time.sleep(1.5)
         assert app.total() > after_kill  # the original table serves
