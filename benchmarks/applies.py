@@ -66,7 +66,7 @@ def production_step(dsn: str, **params: Any) -> dict[str, Any]:
         return steps.apply_target(run, "production")
 
 
-def online_step(dsn: str, **params: Any) -> ApplyResult:
+def online_step(dsn: str, on_phase=lambda _phase: None, **params: Any) -> ApplyResult:
     """The online apply of the newest bundle's up on dsn, with the DAG's default lock retries
     (unless params say otherwise) and the ledger row written in the swap's transaction."""
     settings = RolloutSettings.from_params(params)
@@ -82,8 +82,9 @@ def online_step(dsn: str, **params: Any) -> ApplyResult:
 
     with db.connect(dsn, application_name="rollout-apply bench") as conn:
         return apply_online(
-            conn, bundle, "up", retries=settings.lock_retries_policy, before_commit=record
-        )
+            conn, bundle, "up", retries=settings.lock_retries_policy, before_commit=record,
+            on_phase=on_phase,
+        )  # fmt: skip
 
 
 def timed_sql(dsn: str, name: str) -> float:

@@ -82,9 +82,30 @@ def measure_stall(
     reader.join()
     time.sleep(warmup_s)
     facts = dict(outcome.online or {}) if getattr(outcome, "online", None) else {}
+    stats = writers.stop()
     if facts:
         facts["lock_seconds"] = outcome.lock_seconds
-    return StallResult(how, applied, writers.stop(), facts)
+        facts["worst_in"] = worst_stall_phase(stats, PHASES)
+    PHASES.clear()
+    return StallResult(how, applied, stats, facts)
+
+
+# (perf_counter, phase) as the online apply enters each phase: where its worst stall began.
+PHASES: list[tuple[float, str]] = []
+
+
+def note_phase(phase: str) -> None:
+    if phase not in ("backfill-batch", "catch-up-round"):
+        PHASES.append((time.perf_counter(), phase))
+
+
+def worst_stall_phase(stats: WriterStats, phases: list[tuple[float, str]]) -> str:
+    """The phase the online apply was in when the slowest booking began (or "before")."""
+    if not stats.spans:
+        return "no bookings"
+    start, end = max(stats.spans, key=lambda span: span[1] - span[0])
+    began = [name for at, name in phases if at <= start]
+    return f"{began[-1] if began else 'before'} ({end - start:.2f} s)"
 
 
 def run_stall(
@@ -98,7 +119,7 @@ def run_stall(
         "naive": psql_file(seed_migration_sql()),
         "script": psql_file(sql_text(load_bundle().up_path)),
         "step": production_step,
-        "online": online_step,
+        "online": lambda dsn: online_step(dsn, on_phase=note_phase),
     }
     results = []
     for neighbour in (False, True) if busy else (False,):
@@ -141,7 +162,8 @@ def stall_table(results: list[StallResult]) -> list[str]:
                 f"{r.facts['lock_seconds']:.3f} s (waiting {r.facts.get('lock_wait_s', 0):.3f} s, "
                 f"{r.facts.get('attempts')} attempt(s), {r.facts.get('last_round_keys')} rows "
                 f"replayed under it); extra disk {r.facts['table_bytes'] / 2**20:.0f} MiB "
-                f"(the copy); phases {r.facts.get('phases_s')}"
+                f"(the copy); worst stall began in {r.facts.get('worst_in')}; phases "
+                f"{r.facts.get('phases_s')}"
             )
     for r in results:
         for error in sorted(set(r.writers.errors))[:3]:

@@ -13,6 +13,7 @@ function created, a row written, a column renamed) refuses the online apply, nam
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -157,6 +158,16 @@ def strip_comments_and_strings(text: str) -> str:
     return re.sub(r"'(?:[^']|'')*'", "''", text)
 
 
+def mentions_foreign_keys(lock_phase: str, names: Iterable[str]) -> bool:
+    """Whether the lock phase may add, drop or change a foreign key (by name, by kind, or by
+    dropping a column one is on)."""
+    text = strip_comments_and_strings(lock_phase)
+    if re.search(r"\b(FOREIGN\s+KEY|REFERENCES|DROP\s+COLUMN|DROP\s+CONSTRAINT\s+%|EXECUTE)\b",
+                 text, re.IGNORECASE):  # fmt: skip
+        return True
+    return any(re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", text) for n in names)
+
+
 def user_schemas(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute(
         "SELECT nspname FROM pg_catalog.pg_namespace"
@@ -198,7 +209,12 @@ def rehearse(
         before = read_definition(conn, table, SHADOW_SCHEMA, name)
         result.append(before)
         build_empty_copy(conn, before)
-        run_statements(conn, before.of(*AFTER_BACKFILL, "fkey", "trigger"))
+        # Foreign keys lock the tables they reference: built on the copy only when the lock
+        # phase may touch them; else they come over from the table as they are.
+        with_foreign_keys = mentions_foreign_keys(lock_phase, [s.name for s in before.of("fkey")])
+        run_statements(
+            conn, before.of(*AFTER_BACKFILL, "trigger", *(("fkey",) if with_foreign_keys else ()))
+        )
         indexes = [
             r[0]
             for r in conn.execute(
@@ -232,6 +248,9 @@ def rehearse(
             ) from None
         pg_catalog_path(conn)
         after = read_definition(conn, copy, SHADOW_SCHEMA, name)
+        if not with_foreign_keys:
+            carried = tuple(s for s in before.statements if s.kind in ("fkey", "validate"))
+            after = dataclasses.replace(after, statements=after.statements + carried)
         result.append(after)
         problems += _locks_problems(
             conn, locks_before, locks_held(conn), live_oid, after, ours_before | _ours(conn)

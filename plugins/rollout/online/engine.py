@@ -476,8 +476,8 @@ def _build_and_swap(
     on_phase: OnPhase,
     started: float,
 ) -> ApplyResult:
-    tables, target = run.tables, run.target
-    assert tables is not None and target is not None
+    tables, target, source = run.tables, run.target, run.source
+    assert tables is not None and target is not None and source is not None
     live = qualified(*run.live)
     in_batch = lambda: on_phase("backfill-batch")  # noqa: E731
     in_round = lambda: on_phase("catch-up-round")  # noqa: E731
@@ -559,15 +559,29 @@ def _build_and_swap(
     swap_facts: dict[str, Any] = {}
 
     stamps: dict[str, float] = {}
+    # The tables the foreign keys reference: the old ones are dropped, the new ones added in the
+    # swap (ACCESS EXCLUSIVE on each, for catalog changes only).
+    referenced = [
+        sql.Identifier(schema, name)
+        for schema, name in conn.execute(
+            "SELECT DISTINCT n.nspname, c.relname FROM pg_catalog.pg_constraint con"
+            " JOIN pg_catalog.pg_class c ON c.oid = con.confrelid"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE con.contype = 'f' AND con.conrelid IN (%s::regclass, %s::regclass)"
+            " ORDER BY 1, 2",
+            (run.table, ".".join(tables.copy)),
+        ).fetchall()
+    ]
 
     def lock(c: psycopg.Connection) -> None:
-        """The table first, before the script's own statements: the application takes it
-        before the others it writes (a confirm writes allocations, then the cache), so taking
-        it last would deadlock with every confirm in flight (benchmarks/README.md)."""
+        """The table (and the tables its foreign keys reference) first, before the script's own
+        statements: the application takes allocations before the others it writes (a confirm
+        writes allocations, then the cache), so taking it last would deadlock with every
+        confirm in flight."""
         stamps["asked"] = time.perf_counter()
         c.execute(
-            sql.SQL("LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE").format(
-                live, qualified(*tables.copy)
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.SQL(", ").join([live, qualified(*tables.copy), *referenced])
             )
         )
         stamps["locked"] = time.perf_counter()
@@ -578,10 +592,17 @@ def _build_and_swap(
         on_phase("swap-locked")
         last = capture.catch_up(c, tables, lambda: None)
         c.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a deferred constraint of the copy: now
+        # The old table's foreign keys go now, under the locks already held, so that dropping
+        # it later locks nothing the application uses.
+        for statement in source.of("fkey"):
+            c.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    live, sql.Identifier(statement.name)
+                )
+            )
         unchecked = set(target.foreign_keys_to_validate)
         # Publications come from the table as it is (the rehearsal leaves them out).
-        assert run.source is not None
-        for statement in [*target.of(*IN_SWAP), *run.source.of("publication")]:
+        for statement in [*target.of(*IN_SWAP), *source.of("publication")]:
             text = statement.text
             if statement.kind == "fkey" and statement.name in unchecked:
                 text += " NOT VALID"  # validated after the swap, outside the lock
