@@ -61,7 +61,7 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
         ("application queries before and after", lambda a: probes.probe_table(
             probes.measure_probes(a, scale.probes))),
         ("writer stall", lambda a: stall.stall_table(
-            stall.run_stall(a, scale.stall, scale.reader_s))),
+            stall.run_stall(a, scale.stall, scale.reader_s, ("naive", "script", "step", "online")))),
         ("validation", lambda a: validation.validation_lines(
             validation.measure_validation(a, scale.validation))),
         ("end to end", lambda a: e2e.end_to_end_lines(
