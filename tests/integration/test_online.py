@@ -27,7 +27,15 @@ from rollout.migrations import (
     load_bundle,
     run_check,
 )
-from rollout.online import OnlineOptions, OnlineRefused, apply_online, leftovers, phases
+from rollout.online import (
+    OnlineOptions,
+    OnlineRefused,
+    apply_online,
+    cleanup,
+    leftovers,
+    phases,
+)
+from rollout.online.engine import ONLINE_LOCK_KEY
 from rollout.paths import SQL_DIR, sql_text
 from rollout.schema import snapshot_schema
 from rollout.seed import seed_database
@@ -291,6 +299,29 @@ def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seed
     assert (killed_in, "started") in states  # the killed run's phase, never finished
 
 
+def test_a_kill_after_the_swap_committed_is_finished_by_cleanup(seeded):
+    """Killed once the swap committed (the migration is applied; the foreign keys are still
+    NOT VALID, the old table waits in rollout_retired): cleanup validates and drops them."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENGINE, seeded, "validate"], stdout=subprocess.PIPE, text=True
+    )
+    for line in child.stdout:
+        if line.strip() == "validate":
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    time.sleep(0.5)
+    with db.connect(seeded) as conn:
+        run_check(conn, BUNDLE, "verify_up")
+        assert ("table", "rollout_retired.allocations") in leftovers(conn)
+        unchecked = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'allocations'::regclass AND NOT convalidated"
+        assert conn.execute(unchecked).fetchone() == (2,)
+        done = cleanup(conn, retries=FAST)
+        assert any("validated" in line for line in done), done
+        assert conn.execute(unchecked).fetchone() == (0,)
+        assert leftovers(conn) == []
+
+
 # --- the down: refused on rows that break the old constraint ---------------------------------
 
 
@@ -362,6 +393,16 @@ def test_what_depends_on_the_table_is_refused_by_name(seeded, tmp_path):
 
     with db.connect(seeded) as conn, pytest.raises(OnlineRefused, match=r"no \[online\] section"):
         apply_online(conn, bundle_copy(tmp_path, no_online), "up")
+    assert not migrated(seeded)
+
+
+def test_one_online_apply_at_a_time(seeded):
+    with db.connect(seeded) as other, db.connect(seeded) as conn:
+        other.execute("SELECT pg_advisory_lock(%s)", (ONLINE_LOCK_KEY,))
+        with pytest.raises(OnlineRefused, match="another online apply is running"):
+            apply_online(conn, BUNDLE, "up")
+        with pytest.raises(OnlineRefused, match="another online apply is running"):
+            cleanup(conn)
     assert not migrated(seeded)
 
 

@@ -74,12 +74,7 @@ def create_log(conn: psycopg.Connection, tables: Tables) -> None:
 def create_keys_table(conn: psycopg.Connection, tables: Tables) -> None:
     """This session's scratch table of the keys one catch-up round takes."""
     conn.execute(tables.compose("DROP TABLE IF EXISTS {keys}"))
-    conn.execute(
-        tables.compose(
-            "CREATE TEMP TABLE rollout_online_keys ON COMMIT DELETE ROWS AS"
-            " SELECT {key} FROM ONLY {live} WITH NO DATA"
-        )
-    )
+    conn.execute(tables.sql("keys_table.sql"))
 
 
 def install_triggers(conn: psycopg.Connection, tables: Tables) -> None:

@@ -169,10 +169,7 @@ def mentions_foreign_keys(lock_phase: str, names: Iterable[str]) -> bool:
 
 
 def user_schemas(conn: psycopg.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT nspname FROM pg_catalog.pg_namespace"
-        " WHERE nspname !~ '^(pg_|information_schema$|rollout)' ORDER BY 1"
-    )
+    rows = conn.execute(sql_text(ONLINE_SQL / "user_schemas.sql").encode())
     return [r[0] for r in rows.fetchall()]
 
 
@@ -189,9 +186,7 @@ def rehearse(
     the lock phase does anything but change the table's own definition. Call inside a
     transaction (it may lock the tables the table's foreign keys reference, briefly)."""
     live_oid, live_schema, name = conn.execute(
-        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
-        (table,),
+        sql_text(ONLINE_SQL / "relation.sql").encode(), {"table": table}
     ).fetchone()
     copy = f"{SHADOW_SCHEMA}.{name}"
     result: list[Definition] = []
@@ -218,9 +213,7 @@ def rehearse(
         indexes = [
             r[0]
             for r in conn.execute(
-                "SELECT c.relname FROM pg_catalog.pg_index i"
-                " JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s",
-                (live_oid,),
+                sql_text(ONLINE_SQL / "index_names.sql").encode(), {"table": table}
             ).fetchall()
         ]
         rewritten = rewrite_names(lock_phase, live_schema, [name, *indexes])
@@ -284,9 +277,8 @@ def _locks_problems(
     referenced = {
         r[0]
         for r in conn.execute(
-            "SELECT confrelid FROM pg_catalog.pg_constraint"
-            " WHERE conrelid = %s::regclass AND contype = 'f'",
-            (f"{target.schema}.{target.name}",),
+            sql_text(ONLINE_SQL / "referenced_tables.sql").encode(),
+            {"tables": [f"{target.schema}.{target.name}"]},
         ).fetchall()
     }
     problems = []
@@ -310,10 +302,7 @@ def _ours(conn: psycopg.Connection) -> set[int]:
     return {
         r[0]
         for r in conn.execute(
-            "SELECT c.oid FROM pg_catalog.pg_class c"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname IN ('pg_catalog', 'pg_toast', %s)",
-            (SHADOW_SCHEMA,),
+            sql_text(ONLINE_SQL / "copy_relations.sql").encode(), {"schema": SHADOW_SCHEMA}
         ).fetchall()
     }
 

@@ -76,6 +76,7 @@ Say = Callable[[str], None]
 OnPhase = Callable[[str], None]
 # Free space wanted beyond a second copy of the table (its log, WAL, the build's sorts).
 DISK_MARGIN = 1.2
+ONLINE_LOCK_KEY = 0x524F4F4C  # "ROOL": one online apply per database (beside the rollout's own)
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,11 @@ class Progress:
         facts: dict[str, Any] = dict(detail or {})
         with self.conn.transaction():
             row = self.conn.execute(
-                "INSERT INTO rollout.online_phase (operation, version, direction, table_name,"
-                " phase, status) VALUES (%s, %s, %s, %s, %s, 'started') RETURNING id",
-                (self.operation, self.bundle.version, self.direction, self.table, name),
-            ).fetchone()[0]
+                sql_text(ONLINE_SQL / "phase_start.sql").encode(),
+                {"operation": self.operation, "version": self.bundle.version,
+                 "direction": self.direction, "table": self.table, "phase": name,
+                 "detail": json.dumps(facts, default=str)},
+            ).fetchone()[0]  # fmt: skip
         self.on_phase(name)
         started = time.perf_counter()
         status = "failed"
@@ -216,9 +218,8 @@ class Progress:
             facts["seconds"] = round(time.perf_counter() - started, 3)
             with contextlib.suppress(psycopg.Error), self.conn.transaction():
                 self.conn.execute(
-                    "UPDATE rollout.online_phase SET status = %s, finished_at ="
-                    " clock_timestamp(), detail = %s::jsonb WHERE id = %s",
-                    (status, json.dumps(facts, default=str), row),
+                    sql_text(ONLINE_SQL / "phase_end.sql").encode(),
+                    {"status": status, "detail": json.dumps(facts, default=str), "id": row},
                 )
 
 
@@ -228,9 +229,7 @@ def phases(conn: psycopg.Connection, operation: uuid.UUID | None = None) -> list
         return []
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
-            "SELECT * FROM rollout.online_phase WHERE %s::uuid IS NULL OR operation = %s"
-            " ORDER BY id",
-            (operation, operation),
+            sql_text(ONLINE_SQL / "phases.sql").encode(), {"operation": operation}
         ).fetchall()
 
 
@@ -260,13 +259,16 @@ def cleanup(
     live table: all removed (the live table has every write; the triggers only logged keys).
     Safe to run any time no online apply is running (the rollout lock sees to that)."""
     require_no_transaction(conn, "online cleanup")
-    retries = retries or LockRetries()
+    with _one_at_a_time(conn):
+        return _cleanup(conn, retries or LockRetries(), say)
+
+
+def _cleanup(conn: psycopg.Connection, retries: LockRetries, say: Say) -> list[str]:
     done: list[str] = []
     done += _validate_pending(conn, retries, say)
     found = leftovers(conn)
-    for kind, name in found:
-        if kind == "trigger":
-            _trigger, _on, table = name.partition(" on ")
+    for table in dict.fromkeys(n.partition(" on ")[2] for k, n in found if k == "trigger"):
+        if table:
             with_lock_retries(
                 conn,
                 lambda c, _n, t=table: capture.drop_triggers(c, sql.SQL(t)),
@@ -317,14 +319,13 @@ def _validate_pending(conn: psycopg.Connection, retries: LockRetries, say: Say) 
     """Foreign keys a committed swap added NOT VALID and no validation finished since."""
     done = []
     for row in phases(conn):
-        if row["phase"] != "swap" or row["status"] != "done" or not row["detail"]:
+        # A swap killed after its COMMIT may not have recorded its end: its start names them.
+        if row["phase"] != "swap" or not row["detail"]:
             continue
         table = row["detail"].get("table")
         for name in row["detail"].get("validate", []):
             still = conn.execute(
-                "SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = to_regclass(%s)"
-                " AND conname = %s AND NOT convalidated",
-                (table, name),
+                sql_text(ONLINE_SQL / "unvalidated.sql").encode(), {"table": table, "name": name}
             ).fetchone()
             if still:
                 _validate(conn, table, name, retries, say)
@@ -398,6 +399,43 @@ def apply_online(
     _, lock_phase = split_lock_phase(bundle.body(direction))
     started = time.perf_counter()
     ledger.ensure_ledger(conn)
+    with _one_at_a_time(conn):
+        return _apply(conn, bundle, direction, table, lock_phase, started, options, retries,
+                      settings, say, before_commit, keep_export, on_phase, keep_going)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _one_at_a_time(conn: psycopg.Connection) -> Iterator[None]:
+    """One online apply per database at a time (its cleanup would undo another's work), held by
+    this session: a killed process's session ends, and with it the lock."""
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (ONLINE_LOCK_KEY,)).fetchone()[0]:
+        raise OnlineRefused(
+            "another online apply is running on this database (it holds the online apply's "
+            "advisory lock): wait for it to end"
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ONLINE_LOCK_KEY,))
+
+
+def _apply(
+    conn: psycopg.Connection,
+    bundle: MigrationBundle,
+    direction: str,
+    table: str,
+    lock_phase: str,
+    started: float,
+    options: OnlineOptions,
+    retries: LockRetries,
+    settings: dict[str, str] | None,
+    say: Say,
+    before_commit: BeforeCommit | None,
+    keep_export: KeepExport | None,
+    on_phase: OnPhase,
+    keep_going: Callable[[], None],
+) -> ApplyResult:
     progress = Progress(conn, bundle, direction, table, say, on_phase)
     search_path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
 
@@ -414,10 +452,8 @@ def apply_online(
             )
         live = tuple(
             conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog."
-                "pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::regclass",
-                (table,),
-            ).fetchone()
+                sql_text(ONLINE_SQL / "relation.sql").encode(), {"table": table}
+            ).fetchone()[1:]
         )
     run = _Run(table, live)
     run.figures["table_bytes"] = plan.total_bytes
@@ -563,13 +599,8 @@ def _build_and_swap(
     # swap (ACCESS EXCLUSIVE on each, for catalog changes only).
     referenced = [
         sql.Identifier(schema, name)
-        for schema, name in conn.execute(
-            "SELECT DISTINCT n.nspname, c.relname FROM pg_catalog.pg_constraint con"
-            " JOIN pg_catalog.pg_class c ON c.oid = con.confrelid"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE con.contype = 'f' AND con.conrelid IN (%s::regclass, %s::regclass)"
-            " ORDER BY 1, 2",
-            (run.table, ".".join(tables.copy)),
+        for _oid, schema, name in conn.execute(
+            sql_text(ONLINE_SQL / "referenced_tables.sql").encode(), {"tables": [run.table]}
         ).fetchall()
     ]
 
@@ -636,9 +667,8 @@ def _build_and_swap(
             capture.catch_up_round(conn, tables, lambda: None)
             time.sleep(min(0.2, max(0.0, until - time.monotonic())))
 
-    with progress.phase("swap") as facts:
-        facts["table"] = run.table
-        facts["validate"] = target.foreign_keys_to_validate
+    what = {"table": run.table, "validate": target.foreign_keys_to_validate}
+    with progress.phase("swap", what) as facts:
         capture.catch_up_round(conn, tables, in_round)  # the last one outside the lock
         result = run_script(
             conn, bundle, direction, retries=retries, settings=settings, say=say,
