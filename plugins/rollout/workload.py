@@ -190,7 +190,8 @@ class ChurnWriters:
                         if action != "book" and not mine:
                             action = "book"
                         log: dict = {}
-                        with conn.transaction():
+                        conn.execute("BEGIN")
+                        try:
                             if action == "book":
                                 restaurant_id, table_id = draw.choice(self._tables)
                                 start, end = next_window()
@@ -222,12 +223,16 @@ class ChurnWriters:
                                 ).fetchall():
                                     log[alloc] = None
                                 conn.execute(text["cancel_booking"], {"booking_id": booking})
-                        # committed: only now does it count
-                        if action == "book":
-                            mine.append(booking)
+                        except BaseException:
+                            conn.execute("ROLLBACK")
+                            raise
+                        # COMMIT and its log together: check() never sees one without the other
                         with self._lock:
+                            conn.execute("COMMIT")
                             self.expected.update(log)
                             self.committed[action] += 1
+                        if action == "book":
+                            mine.append(booking)
                         self._stop.wait(self.pause_s)
             except Exception as exc:  # recorded: a writer never fails silently
                 with self._lock:
@@ -236,12 +241,12 @@ class ChurnWriters:
 
     def check(self, conn) -> list[str]:
         """Every committed change present exactly once, nothing that must be gone: problems."""
-        with self._lock:
+        with self._lock:  # no writer commits meanwhile: the table and the log agree
             expected = dict(self.expected)
-        rows = conn.execute(
-            'SELECT id, booking_id, lower("window") FROM public.allocations WHERE id = ANY(%s)',
-            (list(expected),),
-        ).fetchall()
+            rows = conn.execute(
+                'SELECT id, booking_id, lower("window") FROM public.allocations WHERE id = ANY(%s)',
+                (list(expected),),
+            ).fetchall()
         found: dict = {}
         for alloc, booking, start in rows:
             found.setdefault(alloc, []).append((booking, start))
