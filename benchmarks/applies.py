@@ -4,11 +4,14 @@
   up.sql's other statements: the naive baseline;
 - `psql_file(sql)`: a script run the naive way, `psql -f`;
 - `production_step(dsn)`: our production apply step, as the DAG runs it;
+- `online_step(dsn)`: the online apply (rollout.online) with the DAG's default lock retries and
+  the ledger row in the swap's transaction, as the step would run it with apply_mode "online";
 - `timed_sql(dsn, file)`: one file of benchmarks/sql/ in a transaction that is rolled back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import tempfile
 import time
@@ -16,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rollout import db, steps
+from rollout import db, ledger, steps
 from rollout.artifacts import ArtifactDir
 from rollout.clusters import client_binary
-from rollout.migrations import LOCK_PHASE_MARKER, load_bundle
+from rollout.migrations import LOCK_PHASE_MARKER, ApplyResult, ScriptRun, load_bundle
+from rollout.online import apply_online
 from rollout.paths import sql_text
 from rollout.run import Run
 from rollout.settings import RolloutSettings
@@ -75,6 +79,27 @@ def rollback_step(dsn: str, **params: Any) -> dict[str, Any]:
             return steps.rollback_target(run, "production")
         finally:
             steps.release_leases(run, ["production"])
+
+
+def online_step(dsn: str, on_phase=lambda _phase: None, **params: Any) -> ApplyResult:
+    """The online apply of the newest bundle's up on dsn, with the DAG's default lock retries
+    (unless params say otherwise) and the ledger row written in the swap's transaction."""
+    settings = RolloutSettings.from_params(params)
+    bundle = load_bundle()
+    started_at = dt.datetime.now(dt.UTC)
+
+    def record(conn, done: ScriptRun) -> None:
+        ledger.record(
+            conn, bundle, direction="up", outcome="applied", run_id="bench", actor="bench",
+            started_at=started_at, duration_s=done.seconds, lock_s=done.lock_seconds,
+            row_effects=done.effects.to_json(), detail="online",
+        )  # fmt: skip
+
+    with db.connect(dsn, application_name="rollout-apply bench") as conn:
+        return apply_online(
+            conn, bundle, "up", retries=settings.lock_retries_policy, before_commit=record,
+            on_phase=on_phase,
+        )  # fmt: skip
 
 
 def timed_sql(dsn: str, name: str) -> float:

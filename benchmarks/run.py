@@ -71,7 +71,7 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
             probe_noise.measure_noise(a, scale.noise, scale.noise_trials,
                                       scale.noise_detections))),
         ("writer stall", lambda a: stall.stall_table(
-            stall.run_stall(a, scale.stall, scale.reader_s))),
+            stall.run_stall(a, scale.stall, scale.reader_s, ("naive", "script", "step", "online")))),
         ("writer stall, the down", lambda a: stall.stall_table(
             stall.run_down_stall(a, scale.stall, scale.reader_s))),
         ("validation", lambda a: validation.validation_lines(

@@ -33,6 +33,12 @@ A missing list means "none": a bundle that says nothing may change no row. At th
   staging after the apply, in synthetic tenants it makes and removes; absent: none.
 - `expectations = "<folder>"`: the folder under expectations/ holding its suites (default: the
   bundle's own version).
+
+    [online]  # optional: apply_mode "online" may rebuild this table beside the live one
+    # The one table whose lock phase (from `-- From here to COMMIT,` on, in up.sql and down.sql)
+    # may instead be built on a copy of the table while the application writes, and swapped in
+    # under a short lock (rollout.online). Without it: locking only.
+    table = "public.allocations"
 """
 
 from __future__ import annotations
@@ -81,6 +87,13 @@ class SupabaseSource:
 
 
 @dataclass(frozen=True)
+class OnlineSpec:
+    """What the bundle allows the online apply to rebuild: its lock phase's one table."""
+
+    table: str  # "schema.table"
+
+
+@dataclass(frozen=True)
 class Manifest:
     up: RowRules
     down: RowRules
@@ -90,6 +103,7 @@ class Manifest:
     preflight_checks: tuple[str, ...] = ()  # paths relative to the bundle
     application_tests: str | None = None  # a pytest folder relative to the project
     supabase: SupabaseSource | None = None
+    online: OnlineSpec | None = None  # None: the bundle can be applied locking only
 
     def rules(self, direction: str) -> RowRules:
         return {"up": self.up, "down": self.down}[direction]
@@ -108,7 +122,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
     known = {"up", "down", "supabase", "expectations", "lock_tables", "preflight_checks",
-             "application_tests"}  # fmt: skip
+             "application_tests", "online"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise BundleError(
@@ -146,6 +160,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
         preflight_checks=tuple(checks),
         application_tests=tests,
         supabase=_supabase(path, data.get("supabase")),
+        online=_online(path, data["online"]) if "online" in data else None,
     )
 
 
@@ -172,6 +187,18 @@ def _supabase(path: Path, raw: Any) -> SupabaseSource | None:
             f"{path}: [supabase] version is the file's number, source the .sql file in the bundle"
         )
     return SupabaseSource(str(raw["version"]), str(raw["name"]), raw["source"])
+
+
+def _online(path: Path, raw: Any) -> OnlineSpec:
+    if not isinstance(raw, dict) or set(raw) != {"table"}:
+        raise BundleError(f'{path}: [online] takes one key, table = "schema.table"')
+    table = raw["table"]
+    if not isinstance(table, str) or not _QUALIFIED.match(table):
+        raise BundleError(
+            f"{path}: [online] table: {table!r} is not a schema-qualified table name in lower "
+            "case (e.g. public.allocations)"
+        )
+    return OnlineSpec(table)
 
 
 def _rules(path: Path, section: str, raw: Mapping[str, Any], *, export_allowed: bool) -> RowRules:

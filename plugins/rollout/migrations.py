@@ -149,6 +149,7 @@ class ApplyResult:
     attempts: int = 1
     effects: RowEffects | None = None  # what the script did to existing rows
     exported: dict[str, int] = field(default_factory=dict)  # table -> rows exported and dropped
+    online: dict | None = None  # the online apply's phases and figures (rollout.online), if online
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,11 @@ BeforeCommit = Callable[[psycopg.Connection, ScriptRun], None]
 # Given each exported table's rows as CSV (with a header) inside the down's transaction, before
 # the drop; it keeps them (an artifact) or raises to stop the down.
 KeepExport = Callable[[str, bytes, int], None]
+
+
+# Runs in place of the script's lock phase, in its transaction, after the statements before it
+# (the online apply's swap). What it does to rows is the engine's own copying, not the script's.
+LockPhase = Callable[[psycopg.Connection], None]
 
 
 class RowRulesBroken(RolloutError):
@@ -190,37 +196,53 @@ def run_script(
     say: Callable[[str], None] = lambda _message: None,
     before_commit: BeforeCommit | None = None,
     keep_export: KeepExport | None = None,
+    lock_phase: LockPhase | None = None,
+    lock_first: LockPhase | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ApplyResult:
     """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
     mechanism (each attempt a transaction of its own); time it and its lock phase.
 
-    Inside the transaction: the tables the manifest says the down drops are exported first
-    (their rows counted, and the count checked again at the drop), the script runs, and what it
-    did to existing rows is compared with its manifest; anything it may not do rolls it all back
-    (RowRulesBroken). The down's own refusal (SQLSTATE RB001) becomes RollbackRefused."""
+    `lock_phase`, when given, runs instead of the script's own lock phase (the online apply's
+    swap); row effects are then counted up to it. `lock_first` takes locks before anything
+    else in the attempt (the lock phase is then timed from it). `sleep` is what happens
+    between attempts.
+
+    Inside the transaction: when the script drops tables with their rows (the manifest's
+    export), its lock tables are locked first and those tables exported (their rows counted,
+    and the count checked again at the drop); the script runs; and what it did to existing rows
+    is compared with its manifest: anything it may not do rolls it all back (RowRulesBroken).
+    The down's own refusal (SQLSTATE RB001) becomes RollbackRefused."""
     rules = bundle.manifest.rules(direction)
-    before_lock, lock_phase = split_lock_phase(bundle.body(direction))
+    before_lock, script_lock_phase = split_lock_phase(bundle.body(direction))
     script = f"{direction}.sql of {bundle.version}"
     stamps: dict[str, float] = {}
 
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
+        stamps.pop("lock", None)
+        if lock_first is not None:
+            stamps["lock"] = stamps["started"]
+            lock_first(conn)
+        elif rules.export:
+            # The lock phase's tables before what the script drops with its rows: the order
+            # the application takes them (the confirm writes allocations, then the cache), so
+            # a transaction of its half-way through is waited for, never deadlocked with.
+            stamps["lock"] = stamps["started"]
+            _lock_tables(conn, bundle.manifest.lock_tables)
         counters = read_counters(conn)
+        exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
             conn.execute(before_lock.encode())
-        stamps["lock"] = time.perf_counter()
-        # The lock phase's own tables first, then what it drops with its rows: the order the
-        # application takes them, so a transaction of its half-way through is waited for, not
-        # deadlocked with.
-        for table in bundle.manifest.lock_tables:
-            conn.execute(
-                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-                    sql.Identifier(*table.split("."))
-                )
-            )
-        exported = _export(conn, rules.export, keep_export) if rules.export else {}
-        conn.execute(lock_phase.encode())
-        effects = RowEffects.between(counters, read_counters(conn))
+        if lock_phase is None:
+            stamps.setdefault("lock", time.perf_counter())
+            _lock_tables(conn, bundle.manifest.lock_tables)
+            conn.execute(script_lock_phase.encode())
+            effects = RowEffects.between(counters, read_counters(conn))
+        else:
+            effects = RowEffects.between(counters, read_counters(conn))
+            stamps.setdefault("lock", time.perf_counter())
+            lock_phase(conn)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:
             raise RowRulesBroken(
@@ -236,8 +258,9 @@ def run_script(
 
     try:
         done = with_lock_retries(
-            conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings
-        )
+            conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings,
+            sleep=sleep,
+        )  # fmt: skip
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
             diag = exc.diag
@@ -250,6 +273,17 @@ def run_script(
         bundle.version, direction, ended - stamps["started"], ended - stamps["lock"],
         done.attempt, done.effects, done.exported,
     )  # fmt: skip
+
+
+def _lock_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
+    """ACCESS EXCLUSIVE on each table, in the manifest's order (under the attempt's
+    lock_timeout); a table already locked by this transaction is granted at once."""
+    for table in tables:
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                sql.Identifier(*table.split("."))
+            )
+        )
 
 
 def _export(

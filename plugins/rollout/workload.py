@@ -130,6 +130,177 @@ class BookingWriters:
                 self._stop.wait(self.pause_s)
 
 
+class ChurnWriters:
+    """`count` writer threads that book (hold, then confirm through the application's
+    function), move confirmed bookings to another time (their allocations follow) and cancel
+    them (their allocations go by ON DELETE CASCADE), each in its own transaction, until
+    stopped. Each logs what its committed transactions left: allocation id -> (booking id,
+    window start), or None for one that must be gone (a hold's shadow allocation after the
+    confirm, a cancelled booking's). `check(conn)` compares the table with that log."""
+
+    def __init__(self, dsn: str, count: int = 2, pause_s: float = 0.02, run_key: int = 11) -> None:
+        self.dsn, self.count, self.pause_s, self.run_key = dsn, count, pause_s, run_key
+        self.expected: dict = {}
+        self.committed = {"book": 0, "move": 0, "cancel": 0}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        with db.connect(dsn) as conn:
+            self._tables = conn.execute(sql_text(SQL / "bookable_tables.sql").encode()).fetchall()
+
+    def __enter__(self) -> ChurnWriters:
+        for index in range(self.count):
+            thread = threading.Thread(target=self._write, args=(index,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.committed.values())
+
+    def _write(self, index: int) -> None:
+        text = {name: sql_text(SQL / f"{name}.sql").encode() for name in (
+            "hold_table", "confirm_hold", "booking_allocations", "move_booking",
+            "cancel_booking")}  # fmt: skip
+        draw = random.Random(1000 + index)
+        mine: list = []  # this writer's confirmed bookings
+        slot = 0
+
+        def next_window() -> tuple[dt.datetime, dt.datetime]:
+            nonlocal slot
+            slot += 1
+            start = FIRST_SLOT + ((self.run_key * 1_000_000 + slot) * self.count + index) * SLOT
+            return start, start + BOOKING_LENGTH
+
+        while not self._stop.is_set():
+            try:
+                with db.connect(self.dsn, application_name=f"app-churn-{index}") as conn:
+                    while not self._stop.is_set():
+                        action = draw.choice(("book", "book", "book", "move", "cancel"))
+                        if action != "book" and not mine:
+                            action = "book"
+                        log: dict = {}
+                        conn.execute("BEGIN")
+                        try:
+                            if action == "book":
+                                restaurant_id, table_id = draw.choice(self._tables)
+                                start, end = next_window()
+                                hold_id, booking = conn.execute(text["hold_table"], {
+                                    "restaurant_id": restaurant_id, "table_id": table_id,
+                                    "start_at": start, "end_at": end}).fetchone()  # fmt: skip
+                                for alloc, _shadow, _start in conn.execute(
+                                    text["booking_allocations"], {"booking_id": booking}
+                                ).fetchall():
+                                    log[alloc] = None  # the hold's shadow: the confirm deletes it
+                                conn.execute(text["confirm_hold"], {
+                                    "hold_id": hold_id, "booking_id": booking,
+                                    "idempotency_key": f"churn-{index}-{slot}"})  # fmt: skip
+                                for alloc, _shadow, start_at in conn.execute(
+                                    text["booking_allocations"], {"booking_id": booking}
+                                ).fetchall():
+                                    log[alloc] = (booking, start_at)
+                            elif action == "move":
+                                booking = draw.choice(mine)
+                                start, end = next_window()
+                                for (alloc,) in conn.execute(text["move_booking"], {
+                                        "booking_id": booking, "start_at": start,
+                                        "end_at": end}).fetchall():  # fmt: skip
+                                    log[alloc] = (booking, start)
+                            else:
+                                booking = mine.pop(draw.randrange(len(mine)))
+                                for alloc, _shadow, _start in conn.execute(
+                                    text["booking_allocations"], {"booking_id": booking}
+                                ).fetchall():
+                                    log[alloc] = None
+                                conn.execute(text["cancel_booking"], {"booking_id": booking})
+                        except BaseException:
+                            conn.execute("ROLLBACK")
+                            raise
+                        # COMMIT and its log together: check() never sees one without the other
+                        with self._lock:
+                            conn.execute("COMMIT")
+                            self.expected.update(log)
+                            self.committed[action] += 1
+                        if action == "book":
+                            mine.append(booking)
+                        self._stop.wait(self.pause_s)
+            except Exception as exc:  # recorded: a writer never fails silently
+                with self._lock:
+                    self.errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                self._stop.wait(0.2)
+
+    def check(self, conn) -> list[str]:
+        """Every committed change present exactly once, nothing that must be gone: problems."""
+        with self._lock:  # no writer commits meanwhile: the table and the log agree
+            expected = dict(self.expected)
+            rows = conn.execute(
+                'SELECT id, booking_id, lower("window") FROM public.allocations WHERE id = ANY(%s)',
+                (list(expected),),
+            ).fetchall()
+        found: dict = {}
+        for alloc, booking, start in rows:
+            found.setdefault(alloc, []).append((booking, start))
+        problems = []
+        for alloc, want in expected.items():
+            got = found.get(alloc, [])
+            if want is None and got:
+                problems.append(f"{alloc} should be gone, is there {len(got)} time(s)")
+            elif want is not None and got != [want]:
+                problems.append(f"{alloc} should be {want}, is {got}")
+        return problems
+
+
+class OverlapProber:
+    """Tries, again and again until stopped, to commit a real allocation overlapping a real
+    one: the constraint (old or new) must refuse every try. `committed` counts the tries that
+    got through (must stay 0)."""
+
+    def __init__(self, dsn: str, every_s: float = 0.05) -> None:
+        self.dsn, self.every_s = dsn, every_s
+        self.refused = 0
+        self.committed = 0
+        self.other_errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._try, daemon=True)
+
+    def __enter__(self) -> OverlapProber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _try(self) -> None:
+        import psycopg
+
+        attempt = sql_text(SQL / "overlap_attempt.sql").encode()
+        while not self._stop.is_set():
+            try:
+                with db.connect(self.dsn, application_name="app-overlap-prober") as conn:
+                    while not self._stop.is_set():
+                        try:
+                            with conn.transaction():
+                                conn.execute(attempt)
+                            self.committed += 1
+                        except psycopg.errors.ExclusionViolation:
+                            self.refused += 1
+                        self._stop.wait(self.every_s)
+            except Exception as exc:
+                self.other_errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                self._stop.wait(0.2)
+
+
 class LongReader:
     """One transaction reading allocations, kept open `seconds` from when it has read."""
 

@@ -16,17 +16,24 @@ DECLARE
 BEGIN
     WITH reach AS (
         -- One sort per resource: a row that starts before the furthest end of the rows
-        -- sorted before it overlaps one of them. Only those resources are paired up.
+        -- sorted before it overlaps one of them (or at it, when both bounds are inclusive;
+        -- '[)' bookings that merely touch do not). Only those resources are paired up.
         SELECT a.resource_type, a.resource_id, a."window",
                max(coalesce(upper(a."window"), 'infinity')) OVER (
                    PARTITION BY a.resource_type, a.resource_id
                    ORDER BY coalesce(lower(a."window"), '-infinity'), a.id
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS furthest_end
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS furthest_end,
+               bool_or(upper_inc(a."window")) OVER (
+                   PARTITION BY a.resource_type, a.resource_id
+                   ORDER BY coalesce(lower(a."window"), '-infinity'), a.id
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS some_end_inclusive
           FROM public.allocations a
          WHERE NOT isempty(a."window")
     ), suspects AS (
         SELECT DISTINCT resource_type, resource_id FROM reach
-         WHERE coalesce(lower("window"), '-infinity') <= furthest_end
+         WHERE coalesce(lower("window"), '-infinity') < furthest_end
+            OR (coalesce(lower("window"), '-infinity') = furthest_end
+                AND lower_inc("window") AND some_end_inclusive)
     )
     SELECT count(*) INTO v_pairs
       FROM suspects s
@@ -114,14 +121,13 @@ GRANT EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
     uuid, uuid, text, boolean, uuid, public.booking_status)
     TO PUBLIC, anon, authenticated, service_role;
 
--- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. A row written between the
--- check above and this lock could still conflict: the same refusal covers it.
-
--- The cache goes in the lock phase, after allocations is locked: the runner exports its rows
--- there (manifest.toml, down.export), taking the two tables in the order the confirm takes
--- them, so a confirm half-way through never deadlocks with the rollback. Its grants go with it.
+-- The cache and its grants go. The runner exports its rows first in this same transaction
+-- (manifest.toml, down.export), after locking allocations: the order the confirm takes the
+-- two tables, so a confirm half-way through is waited for, never deadlocked with.
 DROP TABLE public.booking_confirmation_results;
 
+-- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. A row written between the
+-- check above and this lock could still conflict: the same refusal covers it.
 DO $restore$
 BEGIN
     ALTER TABLE public.allocations
