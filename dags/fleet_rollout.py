@@ -151,10 +151,10 @@ with DAG(
                     window = context["ti"].xcom_pull(
                         task_ids=f"{fleet.wave_group(k)}.wait_for_window"
                     )
-                    timeout = locktime.production_statement_timeout(window["predicted_lock_s"])
+                    timeout = locktime.production_statement_timeout(window["window_lock_s"])
                     return run_step(
                         steps.apply_target, context, "production", statement_timeout_s=timeout,
-                        run=_target_run(context, entry),
+                        mode=window["apply_mode"], run=_target_run(context, entry),
                     )  # fmt: skip
 
                 @task(pool=fleet.FLEET_POOL)

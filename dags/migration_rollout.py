@@ -100,9 +100,13 @@ with DAG(
 
     @task
     def apply_production(window: dict, **context) -> dict:
-        """The up on production (statement_timeout sized from the predicted lock)."""
-        timeout = locktime.production_statement_timeout(window["predicted_lock_s"])
-        return run_step(steps.apply_target, context, "production", statement_timeout_s=timeout)
+        """The up on production, locking or online as the window's check decided (its
+        statement_timeout sized from the lock it is to hold)."""
+        timeout = locktime.production_statement_timeout(window["window_lock_s"])
+        return run_step(
+            steps.apply_target, context, "production", statement_timeout_s=timeout,
+            mode=window["apply_mode"],
+        )  # fmt: skip
 
     @task
     def validate_production(**context) -> dict:

@@ -26,7 +26,12 @@ def staging_tasks() -> list[Any]:
 
     @task
     def apply_staging(**context) -> dict:
-        return run_step(steps.apply_target, context, "staging")
+        """The up on staging: online only when apply_mode says online (auto measures the
+        locking lock, which production's choice and prediction are based on)."""
+        mode = context["params"].get("apply_mode")
+        return run_step(
+            steps.apply_target, context, "staging", mode="online" if mode == "online" else "locking"
+        )
 
     @task
     def validate_staging(**context) -> dict:

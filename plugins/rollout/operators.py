@@ -95,24 +95,27 @@ def send_outcome(
 
 
 def window_poke(context: Any, run: Run, predict: Any, untouched: str) -> Any:
-    """A window sensor's answer: done when the maintenance window is open and the predicted
-    lock (`predict()`, seconds) fits; fails, keeping the reason, when it never will."""
+    """A window sensor's answer: done when the maintenance window is open and the lock fits
+    (the one `predict()` gives for a locking apply, or the online swap's when the apply mode is
+    online); fails, keeping the reason, when it never will. The answer carries the apply mode
+    and the lock the apply's statement_timeout is sized from."""
     from airflow.sdk import PokeReturnValue
 
     from rollout.errors import RolloutError
-    from rollout.steps import StepFailed, check_window
+    from rollout.steps import StepFailed, check_window, choose_apply_mode
 
     try:
         predicted = predict()
-        decision = check_window(run, predicted, run_started(context))
-        run.say(f"maintenance window: {decision.reason}")
+        mode = choose_apply_mode(run, predicted)
+        decision = check_window(run, mode["window_lock_s"], run_started(context))
+        run.say(f"maintenance window: {decision.reason}; apply mode {mode['apply_mode']}")
         if decision.action == "refuse":
             raise StepFailed(f"{decision.reason}; {untouched} untouched")
     except RolloutError as exc:
         raise fail_task(context, exc) from exc
     return PokeReturnValue(
         is_done=decision.action == "go",
-        xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason},
+        xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason, **mode},
     )
 
 
@@ -146,7 +149,7 @@ class ProductionApproval(ApprovalOperator):
         facts = {
             task: context["ti"].xcom_pull(task_ids=task)
             for task in ("preflight", "apply_staging", "validate_staging", "capture_db_diff",
-                         "run_assignment_tests")
+                         "run_assignment_tests", "check_window_and_budget")
         }  # fmt: skip
         facts["predicted_lock_s"] = predict_production_lock(
             facts["apply_staging"], facts["preflight"]

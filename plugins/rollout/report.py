@@ -34,6 +34,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"- Production: {pre['production']['locked_rows']:,} rows in {locked}; predicted "
             f"lock on {locked} **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
             f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
+            f"- Apply mode in production: {_mode_line(facts.get('check_window_and_budget'))}",
             f"- Maintenance window: {s.window.describe()}",
             f"- After the apply: queries watched for {s.monitor_period_s} s; a median over "
             f"{s.regression_threshold:g}x the baseline → {s.on_regression.replace('_', ' ')}",
@@ -44,6 +45,16 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"Artifacts: {artifacts_url}",
         ]
     )
+
+
+def _mode_line(check: dict[str, Any] | None) -> str:
+    """Which apply mode will run and why (the pre-approval check's decision)."""
+    if not check or "apply_mode" not in check:
+        return "decided at the window"
+    line = f"**{check['apply_mode']}** ({check['mode_reason']})"
+    if check.get("online_plan"):
+        line += f"; {check['online_plan']}"
+    return line
 
 
 def _fleet_lines(pre: dict[str, Any]) -> list[str]:

@@ -126,6 +126,19 @@ PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         "Let anyone with access approve production, the person who triggered the run included. "
         "For a sandbox; never for a real production.",
     ),
+    "apply_mode": (
+        "auto",
+        {"type": "string", "enum": ["auto", "locking", "online"]},
+        "How the lock phase runs: locking holds the table for the whole build; online builds it "
+        "beside the live table and swaps it in under a short lock (bundles whose manifest "
+        "allows it); auto: online in production when its predicted lock exceeds online_above_s.",
+    ),
+    "online_above_s": (
+        5.0,
+        {"type": "number", "exclusiveMinimum": 0},
+        "With apply_mode auto: the longest production may hold the lock (writers wait that "
+        "long) before the online apply is chosen instead.",
+    ),
     "staging_has_writers": (
         False,
         {"type": "boolean"},
@@ -165,6 +178,8 @@ class RolloutSettings:
     staging_has_writers: bool = False
     waive_four_eyes: bool = False
     supabase_history: str = "auto"
+    apply_mode: str = "auto"
+    online_above_s: float = 5.0
 
     def approval_assignees(self, triggered_by: str | None) -> list[str]:
         """Who may answer the production gate: the approvers, never the person who triggered

@@ -33,6 +33,7 @@ from rollout.migrations import (
     run_check,
     run_script,
 )
+from rollout.online import OnlineRefused, apply_online
 from rollout.run import TARGETS, Run
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
@@ -43,6 +44,11 @@ Progress = Callable[[str], None]
 # How long a step waits for the database's rollout lock (another step of the same run, or a
 # killed one's session not yet ended) before it gives up.
 ROLLOUT_LOCK_WAIT_S = 5.0
+# The online apply's swap holds the lock this long at most, for the window's arithmetic: it
+# took 0.02-0.07 s at 1M and 3M allocations (benchmarks/README.md), whatever the table's size.
+ONLINE_LOCK_S = 1.0
+# Free disk the online apply wants beside the table's size (the copy, and its WAL on the way).
+ONLINE_DISK_MARGIN = 1.2
 
 
 class StepFailed(RolloutError):
@@ -154,9 +160,17 @@ def release_leases(run: Run, targets: tuple[str, ...] | list[str] = TARGETS) -> 
 # --- apply ---------------------------------------------------------------------------------
 
 
-def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = None) -> dict:
+def apply_target(
+    run: Run,
+    target: str,
+    *,
+    statement_timeout_s: float | None = None,
+    mode: str = "locking",
+) -> dict:
     """The up under the lock-retry mechanism; the ledger row in its transaction.
 
+    `mode` locking runs the script as written; online builds its lock phase's table beside the
+    live one while the application writes and swaps it in under a short lock (rollout.online).
     A re-run after success is a no-op that says so. The up runs only as the bundle the ledger
     would record; what it does to existing rows is checked against its manifest before COMMIT.
     A failure leaves the target unchanged (the transaction rolled back) and is recorded."""
@@ -169,6 +183,8 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
         ledger.require_matching_checksum(state, bundle)
         if state.applied:
             run.say(f"apply {target}: nothing to do, {state.describe()}")
+            if bundle.manifest.online is not None:  # an online apply killed after its swap
+                _finish_online(run, conn, target)
             return {"noop": True, "state": state.describe(), "lock_seconds": state.lock_s,
                     "applied_by": state.run_id}  # fmt: skip
         rows = locked_rows(conn, bundle.manifest.lock_tables)
@@ -189,21 +205,28 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
                 c, bundle, direction="up", outcome="applied", run_id=run.run_id,
                 actor=run.actor, started_at=started_at, duration_s=done.seconds,
                 lock_s=done.lock_seconds, row_effects=done.effects.to_json(),
-                session=run.session,
-                detail=f"attempt {done.attempt} of {retries.attempts}, {rows} rows locked; "
-                f"rows: {done.effects.describe()}; {history}",
+                session={**run.session, "apply_mode": mode},
+                detail=f"{mode}, attempt {done.attempt} of {retries.attempts}, {rows} rows "
+                f"locked; rows: {done.effects.describe()}; {history}",
             )  # fmt: skip
 
+        say = lambda message: run.say(f"apply {target}: {message}")  # noqa: E731
         try:
-            result = run_script(
-                conn, bundle, "up", retries=retries, settings=settings, before_commit=record,
-                say=lambda message: run.say(f"apply {target}: {message}"),
-            )  # fmt: skip
+            if mode == "online":
+                result = apply_online(
+                    conn, bundle, "up", retries=retries, settings=settings, say=say,
+                    before_commit=record, keep_going=watch.check,
+                )  # fmt: skip
+            else:
+                result = run_script(
+                    conn, bundle, "up", retries=retries, settings=settings, say=say,
+                    before_commit=record,
+                )  # fmt: skip
         except LockNotGranted as exc:
             why = f"lock not granted in {retries.attempts} attempts of {retries.lock_timeout_ms} ms"
             _record_outcome(run, conn, "up", "failed", why, started_at)
             raise StepFailed(f"apply {target}: {exc} {target} is unchanged.") from None
-        except RowRulesBroken as exc:
+        except (RowRulesBroken, OnlineRefused) as exc:
             _record_outcome(run, conn, "up", "refused", str(exc), started_at)
             raise StepFailed(f"apply {target}: {exc}") from None
         except (WorkerLost, psycopg.Error) as exc:
@@ -217,7 +240,7 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
             ) from exc
         run_check(conn, bundle, "verify_up")
     run.say(
-        f"apply {target}: applied in {result.seconds:.1f} s; "
+        f"apply {target}: applied {mode} in {result.seconds:.1f} s; "
         f"{describe_tables(bundle.manifest.lock_tables)} locked "
         f"{result.lock_seconds:.2f} s; rows: {result.effects.describe()}"
     )
@@ -228,7 +251,29 @@ def apply_target(run: Run, target: str, *, statement_timeout_s: float | None = N
         "locked_rows": rows,
         "attempts": result.attempts,
         "row_effects": result.effects.describe(),
+        "apply_mode": mode,
+        **({"online": result.online} if result.online else {}),
     }
+
+
+def applied_mode(conn: psycopg.Connection, version: str) -> str:
+    """How the version's last committed apply went here: online or locking (the ledger row's
+    session says; rows written before apply_mode existed were locking)."""
+    applied = [
+        r for r in ledger.history(conn) if r["version"] == version and r["outcome"] == "applied"
+    ]
+    session = (applied[-1]["session"] or {}) if applied else {}
+    return session.get("apply_mode", "locking")
+
+
+def _finish_online(run: Run, conn: psycopg.Connection, target: str) -> None:
+    """Whatever an online apply killed after its swap left (its foreign keys' validation, the
+    old table), finished: a re-run converges."""
+    from rollout import online
+
+    done = online.cleanup(conn, retries=run.settings.lock_retries_policy, say=run.say)
+    if done:
+        run.say(f"{target}: finished what an earlier online apply left: {'; '.join(done)}")
 
 
 def _record_outcome(
@@ -384,20 +429,76 @@ def run_assignment_tests(run: Run) -> dict:
 # --- the window and the lock budget --------------------------------------------------------
 
 
+def choose_apply_mode(run: Run, predicted_lock_s: float) -> dict:
+    """How production takes the lock, and why: `apply_mode`, or with auto online where the
+    bundle allows it (its manifest's [online]) and the predicted lock exceeds online_above_s.
+    The lock the window must hold is the online swap's (ONLINE_LOCK_S) when online."""
+    s, allowed = run.settings, run.bundle.manifest.online is not None
+    if s.apply_mode == "online" and not allowed:
+        raise StepFailed(
+            "apply_mode online: the bundle does not allow it (its manifest.toml has no [online] "
+            "section naming the table to rebuild); use locking or auto"
+        )
+    if s.apply_mode == "online":
+        mode, why = "online", "apply_mode=online"
+    elif s.apply_mode == "locking":
+        mode, why = "locking", "apply_mode=locking"
+    elif not allowed:
+        mode, why = "locking", "the bundle allows no online apply"
+    elif predicted_lock_s > s.online_above_s:
+        mode = "online"
+        why = (
+            f"predicted lock {predicted_lock_s:.1f} s exceeds online_above_s "
+            f"{s.online_above_s:g} s: the table is rebuilt beside the live one and swapped in "
+            "under a short lock"
+        )
+    else:
+        mode = "locking"
+        why = f"predicted lock {predicted_lock_s:.1f} s is within online_above_s {s.online_above_s:g} s"
+    window_lock = min(predicted_lock_s, ONLINE_LOCK_S) if mode == "online" else predicted_lock_s
+    return {"apply_mode": mode, "mode_reason": why, "window_lock_s": round(window_lock, 3)}
+
+
 def check_before_approval(
     run: Run, predicted_lock_s: float, run_started: dt.datetime, now: dt.datetime | None = None
 ) -> dict:
     """Ask the approver only about a rollout that can happen: a lock over the budget, a window
     that has passed or can never hold the lock refuse it before anyone is asked (the window
-    is checked again after the approval, before the apply)."""
-    decision = check_window(run, predicted_lock_s, run_started, now)
+    is checked again after the approval, before the apply). Production's apply mode is chosen
+    here, for the approver to read; online, its plan (the table's size, the free disk) too."""
+    mode = choose_apply_mode(run, predicted_lock_s)
+    plan = None
+    if mode["apply_mode"] == "online":
+        plan = online_plan(run, "production")
+    decision = check_window(run, mode["window_lock_s"], run_started, now)
     if decision.action == "refuse":
         raise StepFailed(
             f"{decision.reason}: nobody is asked to approve a rollout that cannot happen. "
             "Production untouched, staging kept; trigger again with a window that fits"
         )
-    run.say(f"before the approval: predicted lock {predicted_lock_s:.1f} s; {decision.reason}")
-    return {"predicted_lock_s": round(predicted_lock_s, 3), "window": decision.reason}
+    run.say(
+        f"before the approval: predicted lock {predicted_lock_s:.1f} s; apply mode "
+        f"{mode['apply_mode']} ({mode['mode_reason']}); {decision.reason}"
+    )
+    return {"predicted_lock_s": round(predicted_lock_s, 3), "window": decision.reason, **mode,
+            "online_plan": plan}  # fmt: skip
+
+
+def online_plan(run: Run, target: str) -> str:
+    """What the online apply would need on the target (its table's size, the free disk), or a
+    refusal that says why it cannot run there."""
+    from rollout import online
+
+    with run.connect(target, "plan") as conn:
+        plan = online.plan_online(conn, run.bundle)
+    if plan.problems:
+        raise StepFailed(f"{target}: the online apply cannot run: {'; '.join(plan.problems)}")
+    if plan.free_bytes is not None and plan.free_bytes < plan.total_bytes * ONLINE_DISK_MARGIN:
+        raise StepFailed(
+            f"{target}: the online apply needs room for a copy of {plan.describe()}; free space "
+            f"on the server's disk first, or apply_mode=locking"
+        )
+    return plan.describe()
 
 
 def check_window(
@@ -509,15 +610,24 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
                 ])),
             )  # fmt: skip
 
+        # The down the way the up went: an online up is undone online the other way.
+        mode = applied_mode(conn, bundle.version)
+        say = lambda message: run.say(f"rollback {target}: {message}")  # noqa: E731
         try:
-            result = run_script(
-                conn, bundle, "down", retries=retries, before_commit=record,
-                keep_export=keep_export, say=lambda message: run.say(f"rollback {target}: {message}"),
-            )  # fmt: skip
+            if mode == "online":
+                result = apply_online(
+                    conn, bundle, "down", retries=retries, before_commit=record,
+                    keep_export=keep_export, say=say,
+                )  # fmt: skip
+            else:
+                result = run_script(
+                    conn, bundle, "down", retries=retries, before_commit=record,
+                    keep_export=keep_export, say=say,
+                )  # fmt: skip
         except RollbackRefused as exc:
             _record_outcome(run, conn, "down", "refused", str(exc), started_at)
             raise
-        except (LockNotGranted, RowRulesBroken) as exc:
+        except (LockNotGranted, RowRulesBroken, OnlineRefused) as exc:
             _record_outcome(run, conn, "down", "failed", str(exc).splitlines()[0], started_at)
             raise StepFailed(f"rollback {target}: {exc}") from None
         run_check(conn, bundle, "verify_down")
@@ -539,6 +649,7 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
     )
     return {
         "action": "rolled_back",
+        "apply_mode": mode,
         "seconds": round(result.seconds, 3),
         "lock_seconds": round(result.lock_seconds, 3),
         "exported": result.exported,

@@ -471,3 +471,29 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended its work
         return stat.read().split()[2] != "Z"
+
+
+def test_the_online_apply_and_its_rollback_through_the_steps(targets, tmp_path):
+    """apply_mode online through the same step as the DAG's, the application writing: the
+    ledger says how it went, the rollback goes the same way, both verified."""
+    production = targets["production"]
+    run, _ = make_run(targets, tmp_path)
+    steps.preflight(run)
+    with LiveApplication(production) as app:
+        time.sleep(1)
+        applied = steps.apply_target(run, "production", mode="online")
+        time.sleep(1)
+        checked = steps.validate(run, "production")
+    assert app.committed() > 10 and not app.bookings.stats.errors
+    assert applied["apply_mode"] == "online" and applied["online"]
+    assert checked["success"], checked["failures"]
+    [row] = ledger_rows(production)
+    assert row["session"]["apply_mode"] == "online" and row["detail"].startswith("online,")
+    with LiveApplication(production) as app:
+        result = steps.rollback_target(run, "production")
+    assert result["action"] == "rolled_back" and result["apply_mode"] == "online"
+    assert not migrated(production)
+    assert (
+        "objects: no differences"
+        in (tmp_path / "run_a/production/rollback/db-diff-after-rollback.txt").read_text()
+    )
