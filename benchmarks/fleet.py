@@ -38,7 +38,9 @@ class FleetRun:
     gate_s: float
     apply_sum_s: float
     applied: int
-    peak_mib: dict[str, float]
+    peak_mib: dict[str, float]  # PSS
+    peak_rss_mib: dict[str, float]
+    preload: bool = True
 
     @property
     def rollout_s(self) -> float:
@@ -46,11 +48,15 @@ class FleetRun:
 
 
 class PeakMemory:
-    """Polls the RSS of each named process with all its children until stopped."""
+    """Polls the memory of each named process with all its children until stopped: the sum of
+    their PSS (each page shared between processes counted once, in shares: what the machine
+    really holds), and of their RSS (each shared page counted in every process that maps it:
+    forked workers that share the scheduler's modules are counted over and over)."""
 
     def __init__(self, processes: dict[str, int]) -> None:
         self.processes = processes
-        self.peak: dict[str, float] = dict.fromkeys(processes, 0.0)
+        self.peak: dict[str, float] = dict.fromkeys(processes, 0.0)  # PSS
+        self.peak_rss: dict[str, float] = dict.fromkeys(processes, 0.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -68,16 +74,24 @@ class PeakMemory:
                 with contextlib.suppress(psutil.Error):
                     root = psutil.Process(pid)
                     tree = [root, *root.children(recursive=True)]
-                    rss = 0
+                    rss = pss = 0
                     for proc in tree:
                         with contextlib.suppress(psutil.Error):
-                            rss += proc.memory_info().rss
-                    self.peak[name] = max(self.peak[name], rss / 2**20)
+                            full = proc.memory_full_info()
+                            rss, pss = rss + full.rss, pss + full.pss
+                    self.peak[name] = max(self.peak[name], pss / 2**20)
+                    self.peak_rss[name] = max(self.peak_rss[name], rss / 2**20)
 
 
 def measure_fleet(
-    admin: str | None, targets: int, allocations: int = 2000, concurrency: int = 8
+    admin: str | None,
+    targets: int,
+    allocations: int = 2000,
+    concurrency: int = 8,
+    preload: bool = True,
 ) -> FleetRun:
+    """One fleet run over `targets` clones; `preload` False runs Airflow's plain LocalExecutor
+    instead of the rollout's preloading one (rollout/executor.py)."""
     admin = admin_dsn(admin)
     names = [f"bench_fleet_{i:03d}" for i in range(targets)]
     wave_size = max(1, math.ceil((targets - 1) / (MAX_WAVES - 1)))
@@ -89,7 +103,7 @@ def measure_fleet(
         dsns["bench_staging"] = stack.enter_context(seeded_database(admin, allocations))
         airflow = AirflowStack(
             home=Path(home), port=free_port(), connections=dsns, parallelism=concurrency,
-            fleet_pool_slots=concurrency,
+            fleet_pool_slots=concurrency, preload=preload,
             extra_env={"ROLLOUT_ARTIFACTS_URL": f"file://{home}/artifacts"},
         )  # fmt: skip
         airflow.start(lambda message: None)
@@ -109,18 +123,34 @@ def measure_fleet(
             with db.connect(dsns[name]) as conn:
                 applies += [r["duration_s"] for r in ledger.history(conn)
                             if r["direction"] == "up" and r["outcome"] == "applied"]  # fmt: skip
-    return FleetRun(targets, state, wall, gate, sum(applies), len(applies), memory.peak)
+    return FleetRun(
+        targets,
+        state,
+        wall,
+        gate,
+        sum(applies),
+        len(applies),
+        memory.peak,
+        memory.peak_rss,
+        preload,
+    )
 
 
 def fleet_lines(r: FleetRun) -> list[str]:
+    executor = "preloading LocalExecutor" if r.preload else "plain LocalExecutor"
+    goal = r.rollout_s <= 300 if r.targets == 100 else None
     return [
-        f"fleet of {r.targets} databases ({r.state}): {r.rollout_s:.1f} s without the gate's "
+        f"fleet of {r.targets} databases ({r.state}, {executor}): {r.rollout_s:.1f} s without the gate's "
         f"wait ({r.wall_s:.1f} s in all); {r.applied} applied; the targets' own applies add up "
         f"to {r.apply_sum_s:.1f} s: orchestration {r.rollout_s - r.apply_sum_s:.1f} s, "
-        f"{r.rollout_s / r.targets:.2f} s per target",
-        "peak memory: "
+        f"{r.rollout_s / r.targets:.2f} s per target"
+        + ("" if goal is None else f" (goal <= 300 s: {'met' if goal else 'NOT met'})"),
+        "peak memory (PSS): "
         + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in r.peak_mib.items())
-        + f"; all together at most {sum(r.peak_mib.values()):.0f} MiB",
+        + f"; all together at most {sum(r.peak_mib.values()):.0f} MiB "
+        f"(goal <= 2048 MiB: {'met' if sum(r.peak_mib.values()) <= 2048 else 'NOT met'})",
+        "peak memory (RSS, shared pages counted in every process): "
+        + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in r.peak_rss_mib.items()),
     ]
 
 
@@ -129,10 +159,15 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=100)
     parser.add_argument("--allocations", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--compare", action="store_true",
+        help="also run it on Airflow's plain LocalExecutor, side by side in this run",
+    )  # fmt: skip
     args = parser.parse_args()
-    result = measure_fleet(args.dsn, args.targets, args.allocations, args.concurrency)
     print(f"{server_label(admin_dsn(args.dsn))}, {args.allocations:,} allocations per target")
-    print("\n".join(fleet_lines(result)))
+    for preload in (True, False) if args.compare else (True,):
+        result = measure_fleet(args.dsn, args.targets, args.allocations, args.concurrency, preload)
+        print("\n".join(fleet_lines(result)), flush=True)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class AirflowStack:
     # LocalExecutor by default; CeleryExecutor runs tasks on `celery_workers` workers of its
     # own (a queue of their own on the broker, so two stacks never take each other's tasks).
     executor: str = "LocalExecutor"
+    # LocalExecutor: preload the tasks' modules before forking workers (rollout/executor.py);
+    # False runs Airflow's plain LocalExecutor (the benchmarks compare the two).
+    preload: bool = True
     celery_workers: int = 2
     broker_url: str = os.environ.get("ROLLOUT_CELERY_BROKER", REDIS_BROKER)
     parallelism: int = 4
@@ -98,7 +101,7 @@ class AirflowStack:
             # The LocalExecutor with the tasks' modules imported once, before it forks its
             # workers (rollout/executor.py): every task inherits them instead of importing.
             "AIRFLOW__CORE__EXECUTOR": LOCAL_EXECUTOR
-            if self.executor == "LocalExecutor"
+            if self.executor == "LocalExecutor" and self.preload
             else self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",

@@ -59,8 +59,8 @@ def test_each_figure_stands_beside_its_goal(smoke_output):
         r"validation: [\d.]+ s \(goal < 30 s\), peak memory \d+ MiB \(goal < 1024 MiB\)",
         r"DAG run \(success\): [\d.]+ s, of which the gate and window waited [\d.]+ s",
         r"Airflow's overhead [+-][\d.]+ s",
-        r"fleet of 3 databases \(success\): [\d.]+ s without the gate's wait .*; 3 applied",
-        r"peak memory: api-server \d+ MiB, scheduler \d+ MiB, dag-processor \d+ MiB",
+        r"fleet of 3 databases \(success, preloading LocalExecutor\): [\d.]+ s without the gate.s wait .*; 3 applied",
+        r"peak memory \(PSS\): api-server \d+ MiB, scheduler \d+ MiB, dag-processor \d+ MiB",
     ):
         assert re.search(figure, smoke_output), f"missing: {figure}\n{smoke_output}"
 

@@ -79,6 +79,7 @@ SCENARIOS = {
     "blocked": 3000,
     "browser": 3000,
     "bad_tests": 3000,
+    "online": 3000,
 }
 # Every connection the stack gets carries this password (the servers trust local connections
 # and ignore it): test_secrets_sweep.py then looks for it in every artifact, log and XCom.

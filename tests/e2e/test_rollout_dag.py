@@ -274,6 +274,29 @@ def _schema(dsn: str):
         return snapshot_schema(conn)
 
 
+def test_production_goes_online_past_the_bound_while_the_application_writes(airflow, e2e_targets):
+    """apply_mode auto with a tiny online_above_s: staging measures the locking apply, the
+    approver is told production will run online and why, production is rebuilt beside the live
+    table while the application writes, and the run succeeds."""
+    targets = e2e_targets["online"]
+    with LiveApplication(targets["production"]) as app:
+        run_id, state, states = run(airflow, conf("online", online_above_s=0.001))
+    assert app.committed() > 10 and not app.bookings.stats.errors
+    assert state == "success", explain(airflow, run_id, states)
+    gate = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"][0]
+    assert "Apply mode in production: **online** (predicted lock" in gate["body"]
+    assert "exceeds online_above_s 0.001 s" in gate["body"] and "the copy needs" in gate["body"]
+    modes = {}
+    for name, dsn in targets.items():
+        with db.connect(dsn) as conn:
+            [row] = ledger_history(conn)
+        modes[name] = row["session"]["apply_mode"]
+    assert modes == {"staging": "locking", "production": "online"}
+    assert migrated(targets["production"])
+
+
 def test_a_migration_that_loses_a_row_on_a_live_production_is_caught(airflow, e2e_targets):
     """Its up deletes an allocation only production has (one the application marked for
     maintenance) while the application writes: refused inside its own transaction, the row
