@@ -24,7 +24,9 @@ the newest bundle), the two connection ids, the window (`window_kind`, `window_s
 `window_minutes`, `window_timezone`, `on_window_passed`), the lock retries (`lock_timeout_ms`,
 `lock_retries`, `retry_backoff_s`) and `lock_budget_s`, monitoring (`monitor_period_s`,
 `regression_threshold`, `on_regression`), `on_reject`, `approvers` (required) and
-`waive_four_eyes`, `approval_timeout_h`, `staging_has_writers`, `supabase_history`.
+`waive_four_eyes`, `approval_timeout_h`, `staging_has_writers`, `supabase_history`,
+`apply_mode` and `online_above_s` (locking, or the table rebuilt beside the live one and
+swapped in under a short lock; auto chooses by production's predicted lock).
 
 **To approve**: open the run's *Required Actions* (or the notification's link) as one of the
 approvers, read the evidence (the *Rollout artifacts* tab shows the review page), Approve or
