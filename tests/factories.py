@@ -89,3 +89,16 @@ def insert_allocation(
         " VALUES (%s, %s, %s, tstzrange(%s, %s), %s) RETURNING id",
         (restaurant_id, resource_type, resource_id, at(start), at(end), shadow),
     ).fetchone()[0]
+
+
+def freeze_new_restaurants(conn: psycopg.Connection) -> None:
+    """A trigger that refuses every new restaurant: staging misbehaves where only the
+    application's own tests look (they make synthetic restaurants)."""
+    conn.execute(
+        "CREATE FUNCTION public.refuse_new_restaurants() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'restaurants are frozen'; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER restaurants_frozen BEFORE INSERT ON public.restaurants"
+        " FOR EACH ROW EXECUTE FUNCTION public.refuse_new_restaurants()"
+    )

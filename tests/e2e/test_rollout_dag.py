@@ -24,7 +24,8 @@ from rollout.migrations import load_bundle
 from rollout.schema import snapshot_schema
 from rollout.workload import LiveApplication
 from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, VERSION
-from tests.target_state import migrated, outcomes
+from tests.factories import freeze_new_restaurants
+from tests.target_state import migrated, outcomes, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -403,19 +404,7 @@ def _apply_session(dsn: str, ready, timeout_s: float = 120) -> int:
 def _assert_nothing_left(dsn: str) -> None:
     assert not migrated(dsn)
     with db.connect(dsn) as conn:
-        deadline = time.monotonic() + 15
-        while (
-            time.monotonic() < deadline
-            and conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rollout-apply%%'"
-                " AND datname = current_database()"
-            ).fetchone()[0]
-        ):
-            time.sleep(0.2)
-        assert not conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'rollout-apply%%'"
-            " AND datname = current_database()"
-        ).fetchone()[0]
+        assert wait_until_gone(conn, "rollout-apply%"), "the killed apply's session lives on"
         assert conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()[0]
         conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
 
@@ -468,14 +457,7 @@ def test_failing_assignment_tests_roll_staging_back(airflow, e2e_targets):
     failing tests were given)."""
     targets = e2e_targets["bad_tests"]
     with db.connect(targets["staging"]) as conn:  # a trigger that refuses new restaurants
-        conn.execute(
-            "CREATE FUNCTION public.refuse_new_restaurants() RETURNS trigger LANGUAGE plpgsql"
-            " AS $$ BEGIN RAISE EXCEPTION 'restaurants are frozen'; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER restaurants_frozen BEFORE INSERT ON public.restaurants"
-            " FOR EACH ROW EXECUTE FUNCTION public.refuse_new_restaurants()"
-        )
+        freeze_new_restaurants(conn)
     run_id, state, states = run(airflow, conf("bad_tests"))
     assert state == "failed" and states["run_assignment_tests"] == "failed"
     assert states["rollback_staging"] == "success" and not migrated(targets["staging"])

@@ -4,8 +4,6 @@ PostgreSQL, the application's own writes (rollout.workload), no Airflow."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import os
 import shutil
 import signal
@@ -19,47 +17,12 @@ import uuid
 import pytest
 
 from rollout import db, ledger, report, steps
-from rollout.artifacts import ArtifactDir
 from rollout.errors import TargetUnavailable
 from rollout.migrations import MigrationBundle, apply_up, load_bundle
-from rollout.run import TARGETS, Run
-from rollout.seed import seed_database
-from rollout.settings import RolloutSettings
 from rollout.workload import BookingWriters, LiveApplication, LongReader
-from tests.target_state import migrated
+from tests.target_state import ledger_rows, make_run, migrated
 
 VERSION = "20251113203000"
-
-
-@pytest.fixture
-def targets(make_database) -> dict[str, str]:
-    dsns = {}
-    for name in TARGETS:
-        dsns[name] = make_database()
-        with db.connect(dsns[name]) as conn:
-            seed_database(conn, 2000, seed=5, anchor=dt.date(2026, 12, 1))
-    return dsns
-
-
-def make_run(dsns, tmp_path, run_id: str = "run_a", bundle=None, **params):
-    said: list[str] = []
-    settings = RolloutSettings.from_params({"approvers": ["reviewer"], **params})
-    if bundle is not None:
-        settings = dataclasses.replace(settings, bundle=bundle)
-    run = Run(
-        settings=settings,
-        dsns=dsns,
-        artifacts=ArtifactDir(tmp_path / run_id),
-        run_id=run_id,
-        actor="tester",
-        progress=said.append,
-    )
-    return run, said
-
-
-def ledger_rows(dsn: str) -> list[dict]:
-    with db.connect(dsn) as conn:
-        return ledger.history(conn)
 
 
 def bundle_copy(tmp_path, edit=None, version: str = VERSION) -> MigrationBundle:

@@ -40,7 +40,7 @@ from rollout.paths import SQL_DIR, sql_text
 from rollout.schema import snapshot_schema
 from rollout.seed import seed_database
 from rollout.workload import ChurnWriters, OverlapProber
-from tests.target_state import migrated
+from tests.target_state import migrated, wait_until_gone
 
 VERSION = "20251113203000"
 BUNDLE = load_bundle(VERSION)
@@ -263,15 +263,7 @@ def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seed
         child.send_signal(signal.SIGKILL)
         child.wait()
         with db.connect(seeded) as conn:  # the killed session ends within its check interval
-            deadline = time.monotonic() + 15
-            while (
-                time.monotonic() < deadline
-                and conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = 'rollout-online-child'"
-                ).fetchone()[0]
-            ):
-                time.sleep(0.2)
+            assert wait_until_gone(conn, "rollout-online-child")
             assert not migrated(seeded)
             assert ("trigger", "rollout_online_capture_insert on allocations") in leftovers(conn), (
                 str(leftovers(conn))

@@ -15,6 +15,7 @@ from rollout.artifacts import ArtifactDir
 from rollout.run import TARGETS, Run
 from rollout.seed import seed_database
 from rollout.settings import RolloutSettings
+from tests.factories import freeze_new_restaurants
 
 SENTINEL = f"s3ntinel-{uuid.uuid4().hex[:12]}"
 
@@ -44,14 +45,7 @@ def test_no_artifact_holds_a_password(make_database, tmp_path):
     steps.validate(run, "staging")  # Great Expectations connects with it too
     steps.capture_db_diff(run)
     with db.connect(dsns["staging"]) as conn:  # the application's tests now fail, printing
-        conn.execute(
-            "CREATE FUNCTION public.refuse_new_restaurants() RETURNS trigger LANGUAGE plpgsql"
-            " AS $$ BEGIN RAISE EXCEPTION 'restaurants are frozen'; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER restaurants_frozen BEFORE INSERT ON public.restaurants"
-            " FOR EACH ROW EXECUTE FUNCTION public.refuse_new_restaurants()"
-        )
+        freeze_new_restaurants(conn)
     with pytest.raises(steps.StepFailed, match="assignment tests"):
         steps.run_assignment_tests(run)
     with db.connect(dsns["production"], autocommit=False) as holder:

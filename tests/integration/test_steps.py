@@ -4,54 +4,22 @@ under lock contention, rollback and its refusal, the compatibility scan."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import shutil
 
 import pytest
 
 from rollout import db, ledger, steps
-from rollout.artifacts import ArtifactDir
 from rollout.errors import RollbackRefused, TargetUnavailable
 from rollout.migrations import MigrationBundle, run_check
-from rollout.run import TARGETS, Run
-from rollout.seed import seed_database, table_row_counts
-from rollout.settings import RolloutSettings
-from tests.target_state import migrated
+from rollout.seed import table_row_counts
+from tests.target_state import ledger_rows, make_run, migrated
 
 VERSION = "20251113203000"
 
 
-@pytest.fixture
-def targets(make_database) -> dict[str, str]:
-    dsns = {}
-    for name in TARGETS:
-        dsns[name] = make_database()
-        with db.connect(dsns[name]) as conn:
-            seed_database(conn, 2000, seed=5, anchor=dt.date(2026, 12, 1))
-    return dsns
-
-
-def make_run(dsns, tmp_path, **params) -> tuple[Run, list[str]]:
-    said: list[str] = []
-    run = Run(
-        settings=RolloutSettings.from_params({"approvers": ["reviewer"], **params}),
-        dsns=dsns,
-        artifacts=ArtifactDir(tmp_path / "artifacts"),
-        run_id="test_run",
-        actor="tester",
-        progress=said.append,
-    )
-    return run, said
-
-
-def ledger_rows(dsn: str) -> list[dict]:
-    with db.connect(dsn) as conn:
-        return ledger.history(conn)
-
-
 def test_apply_writes_the_ledger_and_a_rerun_is_a_no_op(targets, tmp_path):
-    run, said = make_run(targets, tmp_path)
+    run, said = make_run(targets, tmp_path, "test_run", folder="artifacts")
     first = steps.preflight(run)
     assert first["staging"]["applied"] is False and first["production"]["locked_rows"] > 0
     assert (tmp_path / "artifacts/staging/before/schema.json").is_file()
@@ -74,7 +42,7 @@ def test_apply_writes_the_ledger_and_a_rerun_is_a_no_op(targets, tmp_path):
 
 
 def test_an_edited_bundle_fails_preflight_and_changes_nothing(targets, tmp_path):
-    run, _ = make_run(targets, tmp_path)
+    run, _ = make_run(targets, tmp_path, "test_run", folder="artifacts")
     steps.apply_target(run, "staging")
     edited_dir = tmp_path / run.bundle.path.name
     shutil.copytree(run.bundle.path, edited_dir)
@@ -93,8 +61,9 @@ def test_an_edited_bundle_fails_preflight_and_changes_nothing(targets, tmp_path)
 
 def test_lock_contention_beyond_the_retries_fails_cleanly(targets, tmp_path):
     run, said = make_run(
-        targets, tmp_path, lock_timeout_ms=100, lock_retries=2, retry_backoff_s=0.1
-    )
+        targets, tmp_path, "test_run", folder="artifacts", lock_timeout_ms=100, lock_retries=2,
+        retry_backoff_s=0.1,
+    )  # fmt: skip
     with db.connect(targets["production"], autocommit=False) as holder:
         holder.execute("LOCK TABLE public.allocations IN ACCESS SHARE MODE")  # a long reader
         with pytest.raises(steps.StepFailed, match=r"not granted .* in 3 attempts"):
@@ -112,7 +81,7 @@ def test_lock_contention_beyond_the_retries_fails_cleanly(targets, tmp_path):
 
 
 def test_rollback_restores_the_before_schema_and_keeps_the_cache_rows(targets, tmp_path):
-    run, _ = make_run(targets, tmp_path)
+    run, _ = make_run(targets, tmp_path, "test_run", folder="artifacts")
     steps.preflight(run)
     steps.apply_target(run, "staging")
     counts = table_row_counts_of(targets["staging"])
@@ -128,7 +97,7 @@ def test_rollback_restores_the_before_schema_and_keeps_the_cache_rows(targets, t
 
 
 def test_a_rollback_blocked_by_data_reports_and_deletes_nothing(targets, tmp_path):
-    run, _ = make_run(targets, tmp_path)
+    run, _ = make_run(targets, tmp_path, "test_run", folder="artifacts")
     steps.preflight(run)
     steps.apply_target(run, "staging")
     with db.connect(targets["staging"]) as conn:
@@ -159,7 +128,7 @@ def test_preflight_refuses_functions_that_use_the_constraint_as_an_arbiter(targe
             'SELECT restaurant_id, resource_type, resource_id, "window" FROM allocations LIMIT 1 '
             "ON CONFLICT ON CONSTRAINT allocations_no_overlap DO NOTHING; END $$"
         )
-    run, _ = make_run(targets, tmp_path)
+    run, _ = make_run(targets, tmp_path, "test_run", folder="artifacts")
     with pytest.raises(
         steps.StepFailed, match=r"upsert_allocation\(\): these functions use allocations_no_overlap"
     ):
@@ -167,7 +136,7 @@ def test_preflight_refuses_functions_that_use_the_constraint_as_an_arbiter(targe
 
 
 def test_two_rollouts_never_touch_one_database_at_once(targets, tmp_path):
-    run, _ = make_run(targets, tmp_path)
+    run, _ = make_run(targets, tmp_path, "test_run", folder="artifacts")
     with db.connect(targets["staging"], application_name="other-rollout") as other:
         ledger.take_rollout_lock(other, "staging")
         with pytest.raises(ledger.TargetBusy, match="other-rollout"):
@@ -177,7 +146,7 @@ def test_two_rollouts_never_touch_one_database_at_once(targets, tmp_path):
 
 def test_a_database_that_is_down_is_named(targets, tmp_path):
     dsns = {**targets, "production": "host=/nonexistent dbname=booking user=postgres"}
-    run, _ = make_run(dsns, tmp_path)
+    run, _ = make_run(dsns, tmp_path, "test_run", folder="artifacts")
     with pytest.raises(TargetUnavailable, match="cannot connect"):
         steps.preflight(run)
 
