@@ -118,6 +118,9 @@ class AirflowStack:
             "AIRFLOW__API__SECRET_KEY": self._secret("api_secret"),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
+            # The task supervisor notices a finished task at its next poll, up to this many
+            # seconds later (5 by default): every task of a run cost 5 s beyond its work.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "GX_ANALYTICS_ENABLED": "false",
             "ROLLOUT_PROJECT_ROOT": str(PROJECT_ROOT),

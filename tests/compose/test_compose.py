@@ -144,7 +144,10 @@ def test_the_celery_profile_adds_a_broker_and_two_workers_and_nothing_else_chang
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "healthcheck" in service
     env = services["airflow-scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "${ROLLOUT_EXECUTOR:-LocalExecutor}"
+    assert (
+        env["AIRFLOW__CORE__EXECUTOR"]
+        == "${ROLLOUT_EXECUTOR:-rollout.executor.RolloutLocalExecutor}"
+    )
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
     assert re.fullmatch(r"redis:\d+\.\d+\.\d+-\w+", services["redis"]["image"])
     # the fleet's pool exists before any DAG runs
