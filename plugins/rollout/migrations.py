@@ -374,7 +374,11 @@ def run_check(conn: psycopg.Connection, bundle: MigrationBundle, name: str) -> N
 
 
 def list_down_conflicts(conn: psycopg.Connection, bundle: MigrationBundle) -> list[dict]:
-    """The allocation pairs that make down.sql refuse (checks/down_conflicts.sql)."""
+    """The rows that would make down.sql refuse, as the bundle's optional
+    checks/down_conflicts.sql lists them (none when the bundle has no such check)."""
+    check = bundle.check_path("down_conflicts")
+    if not check.is_file():
+        return []
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql_text(bundle.check_path("down_conflicts")).encode())
+        cur.execute(sql_text(check).encode())
         return cur.fetchall()

@@ -82,7 +82,11 @@ def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
         assert int(errors) == 0, how
     naive_max = float(rows[0][1])
     assert naive_max >= 1.0, "the naive apply should wait behind the 2 s reader"
-    assert "writer error" not in smoke_output
+    # psql -f down.sql drops the cache before it locks allocations: a writer confirming a hold
+    # (allocations, then the cache) may deadlock with it. That is the hazard our rollback step's
+    # lock order avoids, so it is the only writer error the benchmark may report.
+    errors = re.findall(r"^  writer error during (.+?): (\w+)", smoke_output, flags=re.MULTILINE)
+    assert all(e == ("psql -f down.sql", "DeadlockDetected") for e in errors), errors
     downs = re.findall(
         r"^\| (psql -f down\.sql|our rollback step) \| [\d.]+ s \| ([\d.]+) s \| [\d.]+ s \| "
         r"[\d.]+ s \| (\d+) \| (\d+) \|$",
@@ -90,5 +94,6 @@ def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
         flags=re.MULTILINE,
     )
     assert [r[0] for r in downs] == ["psql -f down.sql", "our rollback step"]
-    assert all(int(bookings) > 10 and int(errors) == 0 for _, _, bookings, errors in downs)
+    assert all(int(bookings) > 10 for _, _, bookings, _ in downs)
+    assert int(downs[1][3]) == 0, "our rollback step made a writer fail"
     assert float(downs[0][1]) >= 1.0, "psql -f down.sql should wait behind the 2 s reader"

@@ -108,7 +108,7 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
         in notifications(airflow, run_id)[-1]
     )
     summary = (artifacts(airflow, run_id) / "summary.md").read_text()
-    assert "**Approval**: Approve by admin at" in summary
+    assert f"**Approval**: Approve by {APPROVER} at" in summary
     validation = json.loads(
         (artifacts(airflow, run_id) / "production/validation/validation-report.json").read_text()
     )
@@ -130,7 +130,7 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
     ).json()["hitl_details"][0]
     assert approval["chosen_options"] == ["Approve"]
-    assert approval["responded_by_user"]["name"] == "admin"
+    assert approval["responded_by_user"]["name"] == APPROVER
     assert "predicted lock on public.allocations" in approval["body"]
     page = f"/rollout/runs/migration_rollout/{run_id}/"
     assert page in approval["body"]
@@ -176,7 +176,7 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
     summary = (artifacts(airflow, run_id) / "summary.md").read_text()
     assert f"**staging**: {left}" in summary and f"**production**: {left}" in summary
     assert "rollback_staging | skipped | staging: 20251113203000 was applied by run" in summary
-    assert "**Approval**: Reject by admin" in summary
+    assert f"**Approval**: Reject by {APPROVER}" in summary
 
     # Staging down: preflight fails; production, which an earlier run migrated, stays.
     staging_db = conninfo_to_dict(targets["staging"])["dbname"]
