@@ -6,12 +6,13 @@ from fleet.toml, all checked before anything runs) are rolled out in waves: a ca
 (`canary_size`, default one target), then waves of `wave_size`. Wave k is the task group
 `wave_k`: its approval (`approve`, with `approve_each_wave`, the previous wave's results in its
 text), the maintenance window (`wait_for_window`), then one mapped instance of `target` per
-target of the wave: preflight, apply, validate, monitor, at most as many at once as the pool
-`rollout_fleet` has slots. A wave starts only when every target of the wave before succeeded:
+target of the wave, named by its connection id: preflight, apply, validate, monitor in one
+task process, at most as many at once as the pool `rollout_fleet` has slots. A wave starts only when every target of the wave before succeeded:
 Airflow's own trigger rules hold it back, nothing polls.
 
-When a target fails no further target starts; the failed one is rolled back, and the others
-stay applied (`on_target_failure=leave_healthy`) or are rolled back too (`rollback_all`). The
+When a target fails no further target starts; the failed one is rolled back in its own task,
+and the others stay applied (`on_target_failure=leave_healthy`) or are rolled back too
+(`rollback_all`, by `rollback_targets` after the waves). The
 report says, per target, applied / not applied / rolled back / refused and why. Run it again
 to continue where it stopped: applied targets are no-ops through their ledgers.
 
@@ -22,10 +23,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Param, PokeReturnValue, chain, task, task_group
+from airflow.sdk import DAG, Param, PokeReturnValue, chain, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from rollout import fleet, fleet_steps, locktime, report, steps
+from rollout import fleet, fleet_steps, locktime, report
 from rollout.airflow_paths import fail_safe_artifacts
 from rollout.airflow_run import (
     dsn_or_why_not,
@@ -37,7 +38,6 @@ from rollout.airflow_run import (
 )
 from rollout.dag_parts import (
     pre_approval_check_task,
-    rollback_or_skip,
     rollback_staging_task,
     staging_tasks,
 )
@@ -46,7 +46,6 @@ from rollout.operators import (
     ProductionApproval,
     WaveApproval,
     fail_task,
-    run_step,
     send_outcome,
     skip_task,
     window_poke,
@@ -129,47 +128,34 @@ with DAG(
                 plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
                 return [t for t in plan if t["wave"] == k]
 
-            @task_group(group_id="target")
-            def target(entry: dict):
-                @task(pool=fleet.FLEET_POOL)
-                def preflight(entry: dict, **context) -> dict:
-                    """No start once a target has failed; else this target's own checks and
-                    "before", then its performance baseline."""
-                    run = _target_run(context, entry)
-                    plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
-                    stopped = fleet_steps.stop_reason(plan, task_states(context))
-                    if stopped:
-                        raise AirflowSkipException(stopped)
-                    checked = run_step(steps.preflight_target, context, "production", run=run)
-                    checked["perf_baseline"] = run_step(
-                        steps.baseline_production_perf, context, run=run
+            # One task per target, its steps in one process (fleet_steps.roll_out_target); the
+            # UI names each instance by its connection id.
+            @task(
+                pool=fleet.FLEET_POOL,
+                map_index_template="{{ target_conn_id | default('') }}",
+            )
+            def target(entry: dict, **context) -> dict:
+                """No start once a target has failed; else this target's preflight and
+                baseline, apply, validation and monitoring, rolled back here when its
+                validation fails or it regresses."""
+                # The name is rendered from the task's own context, not this copy of it.
+                get_current_context()["target_conn_id"] = entry["conn_id"]
+                plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
+                stopped = fleet_steps.stop_reason(plan, task_states(context))
+                if stopped:
+                    raise AirflowSkipException(stopped)
+                window = context["ti"].xcom_pull(task_ids=f"{fleet.wave_group(k)}.wait_for_window")
+                try:
+                    trun = _target_run(context, entry)
+                    return fleet_steps.roll_out_target(
+                        trun,
+                        statement_timeout_s=locktime.production_statement_timeout(
+                            window["window_lock_s"]
+                        ),
+                        mode=window["apply_mode"],
                     )
-                    return checked
-
-                @task(pool=fleet.FLEET_POOL)
-                def apply(entry: dict, **context) -> dict:
-                    window = context["ti"].xcom_pull(
-                        task_ids=f"{fleet.wave_group(k)}.wait_for_window"
-                    )
-                    timeout = locktime.production_statement_timeout(window["window_lock_s"])
-                    return run_step(
-                        steps.apply_target, context, "production", statement_timeout_s=timeout,
-                        mode=window["apply_mode"], run=_target_run(context, entry),
-                    )  # fmt: skip
-
-                @task(pool=fleet.FLEET_POOL)
-                def validate(entry: dict, **context) -> dict:
-                    return run_step(
-                        steps.validate, context, "production", run=_target_run(context, entry)
-                    )
-
-                @task(pool=fleet.FLEET_POOL)
-                def monitor(entry: dict, **context) -> dict:
-                    return run_step(
-                        steps.monitor_production_perf, context, run=_target_run(context, entry)
-                    )
-
-                chain(preflight(entry), apply(entry), validate(entry), monitor(entry))
+                except RolloutError as exc:  # its reason is in failures/<step>.txt already
+                    raise AirflowFailException(str(exc)) from exc
 
             window = wait_for_window(staged, checked)
             if k > 0:
@@ -181,23 +167,27 @@ with DAG(
 
         return wave_group()
 
-    @task(trigger_rule="all_done", pool=fleet.FLEET_POOL)
-    def rollback_target(entry: dict, **context) -> dict:
-        """A failed target is rolled back; with rollback_all, every one this run applied too.
-        A target an earlier run migrated stays as it is."""
+    @task(trigger_rule="all_done")
+    def rollback_targets(**context) -> dict:
+        """After the waves: with rollback_all, every target this run applied once one failed or
+        a wave was rejected; and any target whose own task ended after its apply without
+        finishing (a killed process). A target an earlier run migrated stays as it is."""
         run, refused = run_or_why_not(context)
         if run is None:
             raise skip_task(context, f"nothing to roll back: the run was refused ({refused})")
-        settings = fleet_from_context(context)
-        plan = context["ti"].xcom_pull(task_ids="preflight")["plan"]
-        states = task_states(context)
-        why = fleet_steps.rollback_reason(settings, plan, context["ti"].map_index, states)
-        trun = _target_run(context, entry)
-        if why is None:
-            raise skip_task(context, f"{entry['conn_id']}: left as it is", trun.artifacts)
-        trun.say(f"rollback {entry['conn_id']}: {why}")
-        own = fleet.target_task_states(states, plan[context["ti"].map_index])
-        return rollback_or_skip(trun, "production", context, own["apply"], trun.artifacts)
+        checked = context["ti"].xcom_pull(task_ids="preflight")
+        plan = checked["plan"] if checked else []
+        done = fleet_steps.rollback_targets(
+            fleet_from_context(context), plan,
+            [_target_run(context, entry) for entry in plan], task_states(context),
+        )  # fmt: skip
+        if not done:
+            raise skip_task(context, "no target to roll back")
+        refused_ones = {c: why for c, why in done.items() if why.startswith("rollback refused")}
+        if refused_ones:
+            raise fail_task(context, RolloutError("; ".join(
+                f"{c}: {why}" for c, why in refused_ones.items())))  # fmt: skip
+        return done
 
     @task(trigger_rule="all_done")
     def report(**context) -> dict:
@@ -234,7 +224,7 @@ with DAG(
     plan = plan_targets(checked)
     waves = [wave(k, checked, staging[0]) for k in range(fleet.MAX_WAVES)]
     chain(gate, plan, *waves)  # wave k+1 after wave k: all of its targets must succeed
-    rollbacks = rollback_target.expand(entry=plan)
+    rollbacks = rollback_targets()
     waves[-1] >> rollbacks
     staging_rollback = rollback_staging_task()
     [*staging, gate] >> staging_rollback

@@ -33,9 +33,12 @@ FLEET_FILE_ENV = "ROLLOUT_FLEET_FILE"
 # wave_size). A fixed chain of waves lets Airflow's own trigger rules hold a wave back until
 # the one before is healthy: nothing polls while it waits.
 MAX_WAVES = 12
-# The tasks of one target, in order; the last one succeeding means the target is healthy.
-TARGET_TASKS = ("preflight", "apply", "validate", "monitor")
-ROLLBACK_TASK = "rollback_target"
+# One task per target (wave_<k>.target, one mapped instance each, named by its connection id)
+# runs its steps in order, in one process: a task process costs seconds of start-up, the steps
+# of a small target a fraction of one. Each step's end is kept in the target's steps.json.
+TARGET_STEPS = ("preflight", "apply", "validate", "monitor")
+TARGET_TASK = "target"
+ROLLBACK_TASK = "rollback_targets"
 FLEET_POOL = "rollout_fleet"  # a target's work takes one of its slots: they bound the fleet
 
 
@@ -43,9 +46,9 @@ def wave_group(wave: int) -> str:
     return f"wave_{wave}"
 
 
-def target_task_id(wave: int, task: str) -> str:
-    """The task id of one of a target's tasks: wave_<k>.target.<task>."""
-    return f"{wave_group(wave)}.target.{task}"
+def target_task_id(wave: int) -> str:
+    """The task id of a wave's targets: wave_<k>.target (one mapped instance per target)."""
+    return f"{wave_group(wave)}.{TARGET_TASK}"
 
 
 FLEET_PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
@@ -272,21 +275,19 @@ FAILED = ("failed", "upstream_failed")
 FINAL_STATES = ("applied", "rolled back", "not applied", "refused")
 
 
-def target_task_states(states: Mapping[str, str], entry: Mapping[str, Any]) -> dict[str, Any]:
-    """The states of one target's tasks (instance `slot` of its wave's mapped group)."""
-    return {
-        t: states.get(f"{target_task_id(entry['wave'], t)}_{entry['slot']}") for t in TARGET_TASKS
-    }
+def target_task_state(states: Mapping[str, str], entry: Mapping[str, Any]) -> str | None:
+    """The state of one target's task (instance `slot` of its wave's mapped task)."""
+    return states.get(f"{target_task_id(entry['wave'])}_{entry['slot']}")
 
 
 def target_progress(states: Mapping[str, str], entry: Mapping[str, Any]) -> str:
     """healthy, failed, stopped (skipped: the fleet had stopped) or pending."""
-    own = target_task_states(states, entry)
-    if any(s in FAILED for s in own.values()):
+    state = target_task_state(states, entry)
+    if state in FAILED:
         return "failed"
-    if own["monitor"] == "success":
+    if state == "success":
         return "healthy"
-    if own["preflight"] == "skipped":
+    if state == "skipped":
         return "stopped"
     return "pending"
 
@@ -301,24 +302,23 @@ def wave_summary(plan: list[dict[str, Any]], wave: int, states: Mapping[str, str
 
 
 def final_state(
-    ledger_state: str, states: Mapping[str, str], entry: Mapping[str, Any], index: int,
-    reason: str | None,
-) -> tuple[str, str]:  # fmt: skip
+    ledger_state: str, task_state: str | None, steps: Mapping[str, str], reason: str | None
+) -> tuple[str, str]:
     """(state, why) of one target at the end: applied, not applied, rolled back or refused.
 
     ledger_state is what the target's ledger says of the version (applied, rolled back, not
-    applied); index is its place in the plan (the rollback's map index); reason is what its
-    tasks left to say (a failure, or why it never started)."""
-    own = target_task_states(states, entry)
-    rollback = states.get(f"{ROLLBACK_TASK}_{index}")
+    applied); task_state its task's state; steps how each of its steps ended (steps.json,
+    rollback included); reason is what its steps left to say (a failure, or why it never
+    started)."""
+    rollback = steps.get("rollback")
     if rollback == "failed":
         return "refused", reason or "its rollback was refused"
     if ledger_state == "rolled back" and rollback == "success":
         return "rolled back", reason or "rolled back with the fleet (on_target_failure)"
-    if own["preflight"] == "failed":
+    if steps.get("preflight") == "failed":
         return "refused", reason or "refused before the apply"
     if ledger_state == "applied":
         return "applied", reason or ""
-    if own["preflight"] is None or own["preflight"] == "upstream_failed":
+    if task_state is None or task_state == "upstream_failed":
         return "not applied", reason or "never started: an earlier wave did not succeed"
     return "not applied", reason or "never started"

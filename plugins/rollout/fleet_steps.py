@@ -1,20 +1,36 @@
 """The fleet rollout's own steps, callable without Airflow: the fleet's preflight, one target's
-`Run`, the rollback decision and the fleet report. Every per-target step is the single-target
-rollout's own (`rollout.steps`), run against that target's `Run`."""
+`Run` and its whole story (`roll_out_target`), the rollback decisions and the fleet report.
+Every per-target step is the single-target rollout's own (`rollout.steps`), run against that
+target's `Run`."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections.abc import Mapping
+from typing import Any
 
 from rollout import fleet
 from rollout.artifacts import list_tree
-from rollout.errors import TargetUnavailable
+from rollout.errors import RolloutError, TargetUnavailable
 from rollout.locktime import locked_rows
 from rollout.report import keep_ledger, ledger_state, target_story, write_summary
 from rollout.run import Run
 from rollout.settings import check_conn_id
-from rollout.steps import hold_lease, preflight_target, release_leases
+from rollout.steps import (
+    apply_target,
+    baseline_production_perf,
+    hold_lease,
+    monitor_production_perf,
+    preflight_target,
+    release_leases,
+    rollback_target,
+    validate,
+)
+
+log = logging.getLogger("rollout")
+STEPS_FILE = "steps.json"  # how each step of a target ended, written as each one ends
 
 # The tasks before the first production target: one failing means production was not reached.
 BEFORE_PRODUCTION = (
@@ -85,17 +101,113 @@ def stop_reason(plan: list[dict], states: Mapping[str, str]) -> str | None:
     return f"not started: the fleet stopped after {', '.join(failed)} failed" if failed else None
 
 
-def rollback_reason(
-    settings: fleet.FleetSettings, plan: list[dict], index: int, states: Mapping[str, str]
-) -> str | None:
-    """Why target `index` of the plan is to be rolled back, or None to leave it as it is."""
-    own = fleet.target_task_states(states, plan[index])
-    if own["apply"] == "success" and any(own[t] in fleet.FAILED for t in ("validate", "monitor")):
-        if own["monitor"] == "failed" and own["validate"] == "success":
-            if settings.rollout.on_regression == "keep":
-                return None
-            return "its performance regressed (on_regression=rollback_production)"
+def read_steps(run: Run) -> dict[str, str]:
+    """How each step of a target ended (steps.json): {step: success | failed}, rollback too."""
+    path = run.artifacts.path(STEPS_FILE)
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def _record_step(run: Run, steps: dict[str, str], step: str, state: str) -> None:
+    steps[step] = state
+    run.artifacts.write_json(STEPS_FILE, steps)
+
+
+def roll_out_target(
+    run: Run, *, statement_timeout_s: float | None = None, mode: str = "locking"
+) -> dict[str, Any]:
+    """One production target from start to end: its preflight and performance baseline, the
+    apply, the validation and the monitoring, each the single-target rollout's own step. A
+    target whose validation fails, or whose performance regresses (unless on_regression=keep),
+    is rolled back here, before the failure is raised. Each step's end goes to steps.json as
+    it happens, so the report and `rollback_targets` know where a target stopped, even when
+    its process was killed."""
+    steps: dict[str, str] = {}
+    results: dict[str, Any] = {}
+
+    def step(name: str, call: Any) -> Any:
+        try:
+            result = call()
+        except Exception as exc:
+            _record_step(run, steps, name, "failed")
+            # The reason, for the report and the person reading it (failures/<step>.txt).
+            run.artifacts.write_text(f"failures/{name}.txt", f"{exc}\n")
+            raise
+        _record_step(run, steps, name, "success")
+        results[name] = result
+        return result
+
+    def checked() -> dict:
+        found = preflight_target(run, "production")
+        found["perf_baseline"] = baseline_production_perf(run)
+        return found
+
+    step("preflight", checked)
+    step("apply", lambda: apply_target(
+        run, "production", statement_timeout_s=statement_timeout_s, mode=mode))  # fmt: skip
+    try:
+        step("validate", lambda: validate(run, "production"))
+        step("monitor", lambda: monitor_production_perf(run))
+    except RolloutError:
+        why = rollback_reason_of(run.settings.on_regression, steps)
+        if why is not None:
+            roll_back(run, why, steps)
+        raise
+    return results
+
+
+def roll_back(run: Run, why: str, steps: dict[str, str] | None = None) -> dict | None:
+    """Roll this run's apply back on a target, keeping the result in steps.json; a refused or
+    failed rollback is recorded and raised."""
+    steps = read_steps(run) if steps is None else steps
+    run.say(f"rollback {run.settings.production_conn_id}: {why}")
+    try:
+        result = rollback_target(run, "production")
+    except RolloutError as exc:
+        _record_step(run, steps, "rollback", "failed")
+        run.artifacts.write_text("failures/rollback.txt", f"{exc}\n")
+        raise
+    done = "success" if result["action"] == "rolled_back" else "skipped"
+    _record_step(run, steps, "rollback", done)
+    if done == "skipped":
+        run.artifacts.write_text("notes/rollback.txt", f"{result['why']}\n")
+    return result
+
+
+def rollback_reason_of(on_regression: str, steps: Mapping[str, str]) -> str | None:
+    """Why a target this run applied is rolled back for its own sake, or None: its
+    validation failed, it regressed, or its task ended before both were done."""
+    if (
+        steps.get("apply") != "success"
+        or steps.get("rollback")
+        or steps.get("monitor") == ("success")
+    ):
+        return None
+    if steps.get("monitor") == "failed":
+        if on_regression == "keep":
+            return None
+        return "its performance regressed (on_regression=rollback_production)"
+    if steps.get("validate") == "failed":
         return "its validation failed"
+    return "its task ended after the apply, before its validation and monitoring did"
+
+
+def rollback_reason(
+    settings: fleet.FleetSettings,
+    plan: list[dict],
+    index: int,
+    states: Mapping[str, str],
+    steps: Mapping[str, str],
+) -> str | None:
+    """Why target `index` of the plan is to be rolled back after the waves, or None to leave
+    it as it is (never applied by this run, rolled back already, or healthy and kept)."""
+    if steps.get("apply") != "success" or steps.get("rollback"):
+        return None
+    own = rollback_reason_of(settings.rollout.on_regression, steps)
+    if own is not None or steps.get("monitor") != "success":
+        return own
     failed = fleet.failed_targets(plan, states)
     rejected = any(
         s in fleet.FAILED
@@ -106,6 +218,25 @@ def rollback_reason(
         why = f"{', '.join(failed)} failed" if failed else "a wave was not approved"
         return f"{why}; on_target_failure=rollback_all"
     return None
+
+
+def rollback_targets(
+    settings: fleet.FleetSettings, plan: list[dict], target_runs: list[Run],
+    states: Mapping[str, str],
+) -> dict[str, str]:  # fmt: skip
+    """After the waves: each target the policy says to roll back, one after the other (a
+    target rolled back already in its own task is left alone). {conn_id: why or error}."""
+    done: dict[str, str] = {}
+    for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
+        why = rollback_reason(settings, plan, index, states, read_steps(trun))
+        if why is None:
+            continue
+        try:
+            roll_back(trun, why)
+            done[entry["conn_id"]] = why
+        except RolloutError as exc:
+            done[entry["conn_id"]] = f"rollback refused: {exc}"
+    return done
 
 
 def target_reason(run: Run) -> str | None:
@@ -130,12 +261,11 @@ def write_fleet_report(
     stopped = stop_reason(plan, states) or (
         f"not started: {staging_failed[0]} failed" if staging_failed else None
     )
-    for index, (entry, trun) in enumerate(zip(plan, target_runs, strict=True)):
-        own = fleet.target_task_states(states, entry)
-        reason = target_reason(trun) or (stopped if own["apply"] is None else None)
-        state, why = fleet.final_state(
-            ledger_state(trun, "production"), states, entry, index, reason
-        )
+    for entry, trun in zip(plan, target_runs, strict=True):
+        task_state = fleet.target_task_state(states, entry)
+        steps = read_steps(trun)
+        reason = target_reason(trun) or (stopped if "apply" not in steps else None)
+        state, why = fleet.final_state(ledger_state(trun, "production"), task_state, steps, reason)
         story = target_story(trun, "production")
         if state == "applied" and story.startswith("applied by run"):
             why = story  # an earlier run's work, left as is

@@ -1,5 +1,6 @@
 """The fleet DAG as Airflow's DagBag parses it: the staging story, one gate, then a fixed chain
-of waves, each its approval, its window and one mapped `target` group; rollbacks and report."""
+of waves, each its approval, its window and one mapped `target` task (one process per target);
+rollbacks and report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from rollout.fleet import FLEET_DAG_PARAMS, MAX_WAVES, TARGET_TASKS, target_task_id
+from rollout.fleet import FLEET_DAG_PARAMS, MAX_WAVES, target_task_id
 from rollout.paths import PROJECT_ROOT
 
 STAGING = [
@@ -34,19 +35,16 @@ def test_staging_then_the_gate_then_the_waves_in_order(dag):
     }  # fmt: skip
     assert dag.doc_md
     for k in range(MAX_WAVES):
-        tasks = [target_task_id(k, t) for t in TARGET_TASKS]
-        for earlier, later in itertools.pairwise(tasks):
-            # each instance also takes its entry from the wave's `targets`, as mapped tasks do
-            assert dag.get_task(later).upstream_task_ids == {earlier, f"wave_{k}.targets"}, later
-        assert dag.get_task(tasks[0]).upstream_task_ids == {
-            f"wave_{k}.wait_for_window", f"wave_{k}.targets"
-        }  # fmt: skip
-        # The work of a target takes a slot of the fleet's pool.
-        assert {dag.get_task(t).pool for t in tasks} == {"rollout_fleet"}
+        target = dag.get_task(target_task_id(k))
+        # each instance takes its entry from the wave's `targets`, as mapped tasks do
+        assert target.upstream_task_ids == {f"wave_{k}.wait_for_window", f"wave_{k}.targets"}
+        # The work of a target takes a slot of the fleet's pool; the UI names it by its id.
+        assert target.pool == "rollout_fleet"
+        assert "target_conn_id" in target.map_index_template
         if k:
-            # a wave starts after every target of the wave before: its monitor, all instances
+            # a wave starts after every target of the wave before, all instances
             for root in (f"wave_{k}.approve", f"wave_{k}.targets"):
-                assert dag.get_task(root).upstream_task_ids == {target_task_id(k - 1, "monitor")}
+                assert dag.get_task(root).upstream_task_ids == {target_task_id(k - 1)}
                 assert dag.get_task(root).trigger_rule == "none_failed_min_one_success"
             # after its approval; it also takes staging's apply and the preflight's plan
             assert dag.get_task(f"wave_{k}.wait_for_window").upstream_task_ids == {
@@ -63,17 +61,15 @@ def test_wave_gates_are_the_providers_approval(dag):
 
 
 def test_rollbacks_and_report_run_when_they_must(dag):
-    rollback = dag.get_task("rollback_target")
+    rollback = dag.get_task("rollback_targets")
     assert rollback.trigger_rule == "all_done"
-    assert target_task_id(MAX_WAVES - 1, "monitor") in rollback.upstream_task_ids
+    assert target_task_id(MAX_WAVES - 1) in rollback.upstream_task_ids
     staging = dag.get_task("rollback_staging")
     assert staging.trigger_rule == "one_failed"
     assert staging.upstream_task_ids == set(STAGING[1:]) - {"check_window_and_budget"}
     report = dag.get_task("report")
     assert report.trigger_rule == "all_done"
-    assert {"rollback_target", "rollback_staging", target_task_id(0, "monitor")} <= (
-        report.upstream_task_ids
-    )
+    assert {"rollback_targets", "rollback_staging", target_task_id(0)} <= (report.upstream_task_ids)
     assert all(task.retries == 0 for task in dag.tasks)
 
 

@@ -14,6 +14,7 @@ from rollout import db
 from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
 from rollout.demo_rollout import follow_run
+from rollout.fleet import MAX_WAVES, target_task_id
 from tests.e2e.conftest import VERSION
 from tests.target_state import migrated, outcomes
 
@@ -34,6 +35,11 @@ def fleet_conf(scenario: str, **params) -> dict:
 
 
 def run_fleet(airflow, params: dict) -> tuple[str, dict]:
+    state, report, _ = run_fleet_with_id(airflow, params)
+    return state, report
+
+
+def run_fleet_with_id(airflow, params: dict) -> tuple[str, dict, str]:
     run_id = airflow.trigger(params, DAG_ID)
     state, _ = follow_run(
         airflow, run_id, lambda _m: None, dag_id=DAG_ID, timeout_s=900, quiet_tasks=True
@@ -41,7 +47,24 @@ def run_fleet(airflow, params: dict) -> tuple[str, dict]:
     folder = Path(airflow.extra_env["ROLLOUT_ARTIFACTS_URL"].removeprefix("file://"))
     report = folder / DAG_ID / safe_run_id(run_id) / "fleet-report.json"
     assert report.is_file(), f"no fleet report for {run_id} ({state})"
-    return state, json.loads(report.read_text())
+    return state, json.loads(report.read_text()), run_id
+
+
+def target_instances(airflow, run_id: str) -> dict[str, str]:
+    """{name the UI shows: state} of every target's task instance in the run."""
+    found = {}
+    for k in range(MAX_WAVES):
+        answer = airflow.request(
+            "GET",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{target_task_id(k)}/listMapped",
+        )
+        if answer.status_code == 404:  # a wave the plan left empty has no instances
+            continue
+        answer.raise_for_status()
+        for ti in answer.json()["task_instances"]:
+            if ti["map_index"] >= 0:
+                found[ti["rendered_map_index"]] = ti["state"]
+    return found
 
 
 def by_target(report: dict) -> dict[str, tuple[str, str]]:
@@ -105,8 +128,10 @@ def test_a_failure_mid_wave_leaves_the_healthy_applied_and_a_rerun_continues(
 
     with db.connect(targets[names[2]]) as conn:  # the owner fixes what preflight named
         conn.execute("DROP FUNCTION public.upsert_allocation()")
-    state, report = run_fleet(airflow, fleet_conf("fleet_healthy"))
+    state, report, run_id = run_fleet_with_id(airflow, fleet_conf("fleet_healthy"))
     assert state == "success", report
+    # Each target is one task instance, named in the UI by its connection id, with its state.
+    assert target_instances(airflow, run_id) == dict.fromkeys(names, "success")
     assert {row["state"] for row in report["targets"]} == {"applied"}
     assert by_target(report)[names[0]][1].startswith("applied by run ")  # the first run's
     assert by_target(report)[names[3]][1] == ""  # this run's own

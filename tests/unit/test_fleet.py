@@ -134,19 +134,16 @@ PLAN = [
 
 
 def states_for(**progress: str) -> dict[str, str]:
-    """Task states as Airflow reports them for mapped instances: wave_<k>.target.<task>_<slot>."""
-    shapes = {
-        "healthy": dict.fromkeys(fleet.TARGET_TASKS, "success"),
-        "failed": {"preflight": "success", "apply": "failed", "validate": "upstream_failed"},
-        "refused": {"preflight": "failed", "apply": "upstream_failed"},
-        "stopped": {"preflight": "skipped", "apply": "skipped"},
-    }
+    """Task states as Airflow reports them for mapped instances: wave_<k>.target_<slot>."""
+    shapes = {"healthy": "success", "failed": "failed", "refused": "failed", "stopped": "skipped"}
     entries = {t["conn_id"]: t for t in PLAN}
     return {
-        f"{fleet.target_task_id(entries[conn]['wave'], task)}_{entries[conn]['slot']}": state
+        f"{fleet.target_task_id(entries[conn]['wave'])}_{entries[conn]['slot']}": shapes[p]
         for conn, p in progress.items()
-        for task, state in shapes[p].items()
     }
+
+
+HEALTHY = dict.fromkeys(fleet.TARGET_STEPS, "success")
 
 
 def test_progress_of_each_target_from_its_wave_and_slot():
@@ -168,23 +165,21 @@ def test_no_target_starts_after_one_failed():
 
 
 def test_final_state_of_each_target():
-    states = {
-        **states_for(a="healthy", b="failed", c="refused"),
-        "rollback_target_0": "success",
-        "rollback_target_1": "skipped",
-    }
-    assert final_state("rolled back", states, PLAN[0], 0, None)[0] == "rolled back"
-    assert final_state("not applied", states, PLAN[1], 1, "apply: lock not granted") == (
+    rolled_back = {**HEALTHY, "rollback": "success"}
+    assert final_state("rolled back", "success", rolled_back, None)[0] == "rolled back"
+    apply_failed = {"preflight": "success", "apply": "failed"}
+    assert final_state("not applied", "failed", apply_failed, "apply: lock not granted") == (
         "not applied", "apply: lock not granted"
     )  # fmt: skip
-    assert final_state("not applied", states, PLAN[2], 2, "ON CONFLICT")[0] == "refused"
-    assert final_state("not applied", states, PLAN[3], 3, None) == (
-        "not applied", "never started: an earlier wave did not succeed"
-    )  # fmt: skip
-    assert final_state("applied", states_for(a="healthy"), PLAN[0], 0, None) == ("applied", "")
-    assert final_state("applied", {"rollback_target_0": "failed"}, PLAN[0], 0, None)[0] == (
+    assert final_state("not applied", "failed", {"preflight": "failed"}, "ON CONFLICT")[0] == (
         "refused"
     )
+    assert final_state("not applied", None, {}, None) == (
+        "not applied", "never started: an earlier wave did not succeed"
+    )  # fmt: skip
+    assert final_state("applied", "success", HEALTHY, None) == ("applied", "")
+    refused = {**HEALTHY, "validate": "failed", "rollback": "failed"}
+    assert final_state("applied", "failed", refused, None)[0] == "refused"
 
 
 def test_rollback_policy():
@@ -193,15 +188,32 @@ def test_rollback_policy():
     leave = settings(production_targets=["a", "b", "c", "d"])
     everything = settings(production_targets=["a", "b", "c", "d"], on_target_failure="rollback_all")
     failed = states_for(a="healthy", b="refused")
-    assert rollback_reason(leave, PLAN, 0, failed) is None
-    assert (
-        rollback_reason(everything, PLAN, 0, failed) == "b failed; on_target_failure=rollback_all"
+    assert rollback_reason(leave, PLAN, 0, failed, HEALTHY) is None
+    assert rollback_reason(everything, PLAN, 0, failed, HEALTHY) == (
+        "b failed; on_target_failure=rollback_all"
     )
-    assert rollback_reason(leave, PLAN, 0, states_for(a="healthy")) is None
-    bad_validation = {**states_for(a="healthy"), "wave_0.target.validate_0": "failed"}
-    assert rollback_reason(leave, PLAN, 0, bad_validation) == "its validation failed"
+    assert rollback_reason(everything, PLAN, 1, failed, {"preflight": "failed"}) is None
+    assert rollback_reason(leave, PLAN, 0, states_for(a="healthy"), HEALTHY) is None
+    # rolled back in its own task already: left alone
+    done = {**HEALTHY, "validate": "failed", "rollback": "success"}
+    assert rollback_reason(everything, PLAN, 0, failed, done) is None
+    bad_validation = {"preflight": "success", "apply": "success", "validate": "failed"}
+    assert rollback_reason(leave, PLAN, 0, states_for(a="failed"), bad_validation) == (
+        "its validation failed"
+    )
+    # its process killed after the apply: never validated, so never left applied
+    killed = {"preflight": "success", "apply": "success"}
+    assert rollback_reason(leave, PLAN, 0, states_for(a="failed"), killed).startswith(
+        "its task ended after the apply"
+    )
+    regressed = {**HEALTHY, "monitor": "failed"}
+    assert rollback_reason(leave, PLAN, 0, states_for(a="failed"), regressed) == (
+        "its performance regressed (on_regression=rollback_production)"
+    )
+    keep = settings(production_targets=["a", "b", "c", "d"], on_regression="keep")
+    assert rollback_reason(keep, PLAN, 0, states_for(a="failed"), regressed) is None
     rejected = {**states_for(a="healthy"), "wave_1.approve": "failed"}
-    assert rollback_reason(everything, PLAN, 0, rejected) == (
+    assert rollback_reason(everything, PLAN, 0, rejected, HEALTHY) == (
         "a wave was not approved; on_target_failure=rollback_all"
     )
 
