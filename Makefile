@@ -18,11 +18,16 @@ demo: install  ## the whole rollout: seed staging and production, run the DAG on
 up: install  ## the demo databases and a local Airflow UI, to trigger and approve by hand
 	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
+# -n auto --dist loadgroup: one worker per core; tests that share a fixture stay on one worker
+# (tests/conftest.py, xdist_group): the end-to-end tests and their one Airflow, each server's SQL
+# tests and its template, each server's benchmark smoke.
+PARALLEL := -n auto --dist loadgroup
+
 test: install lint browser  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest $(PARALLEL) --durations=15
 
 test-fast: install  ## everything but the tests marked slow
-	@$(UV) run --frozen pytest -m "not slow"
+	@$(UV) run --frozen pytest $(PARALLEL) -m "not slow"
 
 browser:  ## Debian's Chromium for the browser test, where it can be installed (root, apt-get)
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -96,6 +96,7 @@ def main() -> int:
     parser.add_argument("--server", action="append", help="embedded, or an admin DSN")
     parser.add_argument("--smoke", action="store_true", help="small scale: runs, not figures")
     parser.add_argument("--only", action="append", help="run only benchmarks named like this")
+    parser.add_argument("--skip", action="append", help="skip the benchmarks named like this")
     args = parser.parse_args()
     scale = SMOKE if args.smoke else FULL
     servers = [s for s in (args.server or [EMBEDDED, LOCAL_SERVER]) if reachable(s)]
@@ -107,6 +108,8 @@ def main() -> int:
         print(f"\n## {server_label(admin)}{' (smoke scale)' if args.smoke else ''}", flush=True)
         for name, bench in benchmarks(scale):
             if args.only and not any(o in name for o in args.only):
+                continue
+            if args.skip and any(o in name for o in args.skip):
                 continue
             started = time.perf_counter()
             print(f"\n### {name}", flush=True)

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,26 @@ SERVER_LABELS = ["embedded-pg18", *(label for label, _ in EXTERNAL_SERVERS)]
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"rollout: {EXTERNAL_NOTE}"
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """Which tests must share one worker under `pytest -n` (--dist loadgroup): the end-to-end
+    tests (one Airflow stack per run), each server's benchmark smoke, and the SQL tests of
+    each server (one seeded template per server and worker). Unit tests go anywhere."""
+    parts = item.path.relative_to(Path(__file__).parent).parts
+    server = item.callspec.params.get("pg_server") if hasattr(item, "callspec") else None
+    if parts[0] == "e2e":
+        return "airflow"
+    if parts[0] == "benchmarks":
+        return f"bench-{server}"
+    return f"pg-{server}" if server else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", params=SERVER_LABELS)
