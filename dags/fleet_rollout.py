@@ -153,6 +153,7 @@ with DAG(
                             window["window_lock_s"]
                         ),
                         mode=window["apply_mode"],
+                        data_docs=fleet_from_context(context).renders_data_docs(entry),
                     )
                 except RolloutError as exc:  # its reason is in failures/<step>.txt already
                     raise AirflowFailException(str(exc)) from exc

@@ -32,6 +32,7 @@ PRELOAD = (
     "great_expectations.checkpoint",
     "great_expectations.expectations.registry",
     "great_expectations.datasource.fluent.sql_datasource",
+    "matplotlib.pyplot",  # the performance plots (its backend set to Agg first, below)
 )
 
 
@@ -39,6 +40,9 @@ def preload() -> float:
     """Import what the tasks will need; seconds it took. A module that fails to import is only
     logged: its tasks will fail with the reason themselves."""
     started = time.perf_counter()
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: what probes.plot_png sets too
     for name in PRELOAD:
         try:
             importlib.import_module(name)

@@ -70,6 +70,13 @@ FLEET_PARAM_SCHEMA: dict[str, tuple[Any, dict[str, Any], str]] = {
         {"type": "boolean"},
         "A person approves each wave after the canary, the previous wave's results in front.",
     ),
+    "data_docs": (
+        "canary",
+        {"type": "string", "enum": ["canary", "every target"]},
+        "Where Great Expectations' Data Docs are rendered: the canary wave's targets (default), "
+        "or every target. Every target runs the whole suite and the catalog checks either way; "
+        "the rendering costs more than the checks.",
+    ),
 }
 # The fleet DAG's form: the rollout's parameters, production_conn_id replaced by the list.
 FLEET_DAG_PARAMS = {
@@ -206,6 +213,11 @@ class FleetSettings:
     wave_size: int
     on_target_failure: str
     approve_each_wave: bool
+    data_docs: str = "canary"
+
+    def renders_data_docs(self, entry: Mapping[str, Any]) -> bool:
+        """Whether this target's validation renders Data Docs (the canary's always do)."""
+        return self.data_docs == "every target" or entry["wave"] == 0
 
     @property
     def waves(self) -> list[list[str]]:
@@ -266,6 +278,7 @@ class FleetSettings:
             wave_size=fleet["wave_size"],
             on_target_failure=fleet["on_target_failure"],
             approve_each_wave=fleet["approve_each_wave"],
+            data_docs=fleet["data_docs"],
         )
 
 

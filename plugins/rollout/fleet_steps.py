@@ -116,7 +116,11 @@ def _record_step(run: Run, steps: dict[str, str], step: str, state: str) -> None
 
 
 def roll_out_target(
-    run: Run, *, statement_timeout_s: float | None = None, mode: str = "locking"
+    run: Run,
+    *,
+    statement_timeout_s: float | None = None,
+    mode: str = "locking",
+    data_docs: bool = True,
 ) -> dict[str, Any]:
     """One production target from start to end: its preflight and performance baseline, the
     apply, the validation and the monitoring, each the single-target rollout's own step. A
@@ -148,7 +152,7 @@ def roll_out_target(
     step("apply", lambda: apply_target(
         run, "production", statement_timeout_s=statement_timeout_s, mode=mode))  # fmt: skip
     try:
-        step("validate", lambda: validate(run, "production"))
+        step("validate", lambda: validate(run, "production", data_docs=data_docs))
         step("monitor", lambda: monitor_production_perf(run))
     except RolloutError:
         why = rollback_reason_of(run.settings.on_regression, steps)

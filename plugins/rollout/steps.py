@@ -296,11 +296,12 @@ def _record_outcome(
 # --- validation, diff, tests --------------------------------------------------------------
 
 
-def validate(run: Run, target: str) -> dict:
+def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
     """The bundle's suites and catalog checks on the target, and "nothing lost": what the
     apply did to existing rows (counted in its own transaction, kept in the ledger) against
     the manifest, everywhere; exact row counts too where nobody writes (staging, unless
-    staging_has_writers). On a live production, counts taken before the apply prove nothing."""
+    staging_has_writers). On a live production, counts taken before the apply prove nothing.
+    Data Docs are rendered unless `data_docs` is False (a fleet's targets past its canary)."""
     folder = run.folder(target, "validation")
     before = run.folder(target, "before")
     quiet = target == "staging" and not run.settings.staging_has_writers
@@ -318,7 +319,7 @@ def validate(run: Run, target: str) -> dict:
         rows_check = row_effects_check(conn, run.bundle)
     report = validate_target(
         run.dsn(target), run.bundle.expectations_dir, "post_migration", folder, target=target,
-        row_counts=counts, extra_checks=[rows_check],
+        row_counts=counts, extra_checks=[rows_check], data_docs=data_docs,
     )  # fmt: skip
     gx = report.gx
     run.say(

@@ -127,9 +127,11 @@ def run_suite(
     parameters: dict[str, Any] | None = None,
     *,
     row_counts: dict[str, int] | None = None,
+    data_docs: bool = True,
 ) -> ValidationSummary:
     """Validate the target against one suite file (plus, with `row_counts`, an exact row count
-    per table); write Data Docs and a summary JSON."""
+    per table); write a summary JSON, and Data Docs unless `data_docs` is False (rendering
+    them costs more than the expectations: a fleet renders them for its canary only)."""
     spec = load_suite(path)
     for table, expectations in row_count_expectations(row_counts or {}).items():
         spec["tables"][table] = [*spec["tables"].get(table, []), *expectations]
@@ -152,17 +154,18 @@ def run_suite(
         context = gx.get_context(mode="ephemeral")
         # Task logs get our one summary line, not a progress bar per table.
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.add_data_docs_site(
-            site_name="rollout",
-            site_config={
-                "class_name": "SiteBuilder",
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": docs_dir,
+        if data_docs:
+            context.add_data_docs_site(
+                site_name="rollout",
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": docs_dir,
+                    },
                 },
-            },
-        )
+            )
         with warnings.catch_warnings():
             # add_postgres would be the specific choice, but it rejects socket-directory URLs
             # (the embedded clusters'); the generic SQL source runs the same SQL.
@@ -201,7 +204,11 @@ def run_suite(
             gx.Checkpoint(
                 name=spec["suite"],
                 validation_definitions=definitions,
-                actions=[UpdateDataDocsAction(name="data_docs", site_names=["rollout"])],
+                actions=(
+                    [UpdateDataDocsAction(name="data_docs", site_names=["rollout"])]
+                    if data_docs
+                    else []
+                ),
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
             )
         )
@@ -242,7 +249,7 @@ def run_suite(
         evaluated=evaluated,
         successful=successful,
         failed=failed,
-        data_docs="data-docs/index.html",
+        data_docs="data-docs/index.html" if data_docs else "",
         seconds=round(time.perf_counter() - started, 2),
     )
     out.write_json(f"validation-{spec['suite']}.json", {**asdict(summary), "expectations": details})
@@ -288,7 +295,8 @@ class ValidationReport:
             f"# Validation of {target}: {self.phase} — {verdict}",
             "",
             f"- Great Expectations: {self.gx.successful}/{self.gx.evaluated} expectations met"
-            f" ([Data Docs]({self.gx.data_docs}), {self.gx.seconds:.1f} s)",
+            + (f" ([Data Docs]({self.gx.data_docs}), " if self.gx.data_docs else " (")
+            + f"{self.gx.seconds:.1f} s)",
         ]
         if self.catalog:
             passed = sum(c.passed for c in self.catalog)
@@ -312,13 +320,17 @@ def validate_target(
     target: str = "target",
     row_counts: dict[str, int] | None = None,
     extra_checks: list[CatalogCheck] | None = None,
+    data_docs: bool = True,
 ) -> ValidationReport:
     """The GX suite of the phase plus, where the bundle has one, its catalog checks, and any
     checks the caller made (the apply's own row effects); one report (validation-report.md)."""
     from rollout.db import connect
 
     out = as_artifact_dir(artifacts)
-    gx_summary = run_suite(dsn, suite_path(version, phase), out, parameters, row_counts=row_counts)
+    gx_summary = run_suite(
+        dsn, suite_path(version, phase), out, parameters, row_counts=row_counts,
+        data_docs=data_docs,
+    )  # fmt: skip
     catalog_spec = suites_folder(version) / f"catalog_{phase}.json"
     catalog: list[CatalogCheck] = list(extra_checks or [])
     if catalog_spec.is_file():

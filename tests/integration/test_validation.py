@@ -155,6 +155,19 @@ def test_one_report_with_gx_and_catalog_checks(seeded_dsn_for_report, tmp_path):
     assert "Great Expectations: 20/20 expectations met" in markdown
 
 
+def test_without_data_docs_every_check_still_runs(seeded_dsn_for_report, tmp_path):
+    """A fleet target past the canary: the same expectations and catalog checks, no Data Docs."""
+    dsn, counts = seeded_dsn_for_report
+    report = validate_target(
+        dsn, VERSION, "post_migration", tmp_path, row_counts=counts, data_docs=False
+    )
+    assert report.success, report.failures
+    assert report.gx.evaluated == report.gx.successful == 20
+    assert len(report.catalog) > 20
+    assert not (tmp_path / "data-docs").exists()
+    assert "Data Docs" not in (tmp_path / "validation-report.md").read_text()
+
+
 def test_catalog_checks_fail_on_a_drifted_schema(seeded_dsn_for_report, tmp_path):
     dsn, counts = seeded_dsn_for_report
     with db.connect(dsn) as conn:

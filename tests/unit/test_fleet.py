@@ -182,6 +182,15 @@ def test_final_state_of_each_target():
     assert final_state("applied", "failed", refused, None)[0] == "refused"
 
 
+def test_data_docs_on_the_canary_only_unless_asked_for_everywhere():
+    canary_only = settings(production_targets=["a", "b", "c", "d"])
+    assert [canary_only.renders_data_docs(t) for t in PLAN] == [True, False, False, False]
+    everywhere = settings(production_targets=["a", "b", "c", "d"], data_docs="every target")
+    assert all(everywhere.renders_data_docs(t) for t in PLAN)
+    with pytest.raises(FleetError, match="data_docs"):
+        settings(production_targets=["a"], data_docs="some")
+
+
 def test_rollback_policy():
     from rollout.fleet_steps import rollback_reason
 
