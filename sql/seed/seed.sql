@@ -300,22 +300,10 @@ ANALYZE public.restaurants, public.zones, public.table_inventory, public.booking
         public.booking_assignment_idempotency, public.allocations, public.capacity_outbox;
 
 -- step: rebuild indexes and constraints
-DO $put_back$
-DECLARE
-    v       record;
-    v_start timestamptz;
-BEGIN
-    FOR v IN SELECT * FROM seed_set_aside ORDER BY phase DESC, rel, name LOOP
-        v_start := clock_timestamp();
-        IF v.phase < 3 THEN
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s', v.rel, v.name, v.definition);
-        ELSE
-            EXECUTE v.definition;
-        END IF;
-        IF clock_timestamp() - v_start > interval '1 second' THEN  -- the slow ones, as progress
-            RAISE NOTICE 'rebuilt %.% in % s', v.rel, v.name,
-                round(extract(epoch FROM clock_timestamp() - v_start)::numeric, 1);
-        END IF;
-    END LOOP;
-END
-$put_back$;
+-- What to put back, in order: indexes first (the foreign-key checks use them), then keys and
+-- exclusion constraints, then foreign keys, each as the catalog defined it. rollout.seed runs
+-- these statements one by one, timing each and saying which one is running.
+SELECT name, CASE WHEN phase < 3 THEN format('ALTER TABLE %s ADD CONSTRAINT %I %s', rel, name, definition)
+                  ELSE definition END AS statement
+  FROM seed_set_aside
+ ORDER BY phase DESC, rel, name;
