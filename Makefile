@@ -58,8 +58,8 @@ bench-stall: install  ## writer stall under a booking workload, 1,000,000 alloca
 bench-fleet: install  ## the fleet DAG over 100 small production databases: overhead and peak memory
 	@$(UV) run --frozen python benchmarks/fleet.py --targets 100 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))
 
-bench-seed: install  ## seed 1,000,000 allocations into a scratch database and report the time
-	@$(UV) run --frozen python benchmarks/seed.py --allocations 1000000
+bench-seed: install  ## seed 1,000,000 allocations and measure its floor (bulk load + the exclusion constraint) beside it
+	@$(UV) run --frozen python benchmarks/seed.py --allocations 1000000 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))
 
 bench-validation: install  ## time the post-migration validation on 1,000,000 allocations
 	@$(UV) run --frozen python benchmarks/validation.py --allocations 1000000

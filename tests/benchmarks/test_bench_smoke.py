@@ -68,7 +68,10 @@ def test_each_figure_stands_beside_its_goal(smoke_output, pg_server):
     if pg_server.label != "embedded-pg18":
         airflow_figures = ()
     for figure in (
-        r"seed 2,000 allocations: [\d.]+ s \(goal < 30 s: (met|NOT met)\)",
+        r"seed 2,000 allocations: [\d.]+ s, its floor [\d.]+ s: [\d.]+x \(goal <= 1.3x: (met|NOT met)\)",
+        r"floor \(a\) the same [\d,]+ rows by COPY, indexes and constraints set aside: [\d.]+ s",
+        r"floor \(b\) allocations_resource_window_excl built on them: [\d.]+ s \(in the seed: [\d.]+ s\)",
+        r"longest without a progress line: [\d.]+ s \(goal <= 10 s: (met|NOT met)\)",
         r"\| 4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ (met|NOT met) \| [\d.]+ (met|NOT met) \|",
         r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
         r"our key order: no regression beyond 2x over 4 probes",

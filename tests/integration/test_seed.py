@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 import pytest
 
@@ -10,7 +11,7 @@ from rollout import db
 from rollout.checksums import table_checksums
 from rollout.errors import RolloutError
 from rollout.schema import snapshot_schema
-from rollout.seed import SEED_TABLES, seed_database
+from rollout.seed import SEED_TABLES, ProgressLines, ProgressTicker, seed_database, seed_steps
 
 ANCHOR = dt.date(2026, 12, 1)
 
@@ -28,8 +29,13 @@ def seeded(make_database):
 def test_exact_allocation_count_and_progress(seeded):
     _, result, _, messages = seeded
     assert result.row_counts["allocations"] == 20_000
+    steps = len(seed_steps())
     assert any(m.startswith("seed [1/") for m in messages)
-    assert any(m.startswith("seed [9/9] rebuild indexes and constraints") for m in messages)
+    assert any(
+        m.startswith(f"seed [{steps}/{steps}] rebuild indexes and constraints") for m in messages
+    )
+    # every index and constraint set aside was put back, the exclusion constraint among them
+    assert "allocations_resource_window_excl" in result.rebuild_seconds
 
 
 def test_schema_is_unchanged_by_the_bulk_load(seeded):
@@ -99,3 +105,50 @@ def test_refuses_a_database_that_already_has_data(seeded):
 def test_refuses_a_non_positive_size(baseline_db):
     with db.connect(baseline_db) as conn, pytest.raises(RolloutError, match="positive"):
         seed_database(conn, 0)
+
+
+def test_the_ticker_speaks_while_a_long_statement_runs(baseline_db):
+    """Lines arrive during the statement, not after it, from the ticker's own connection; its
+    thread is gone when the block ends."""
+    lines: list[str] = []
+    with db.connect(baseline_db) as conn:
+        with ProgressTicker(conn, ProgressLines(lines.append), every_s=0.2) as ticker:
+            ticker.doing("waiting for the server")
+            conn.execute("SELECT pg_sleep(2)")
+            during = list(lines)
+        assert not ticker.running
+    assert during, "no progress line while the statement ran"
+    assert all(line.startswith("waiting for the server: ") for line in during)
+
+
+def test_the_ticker_reports_the_phase_of_an_index_build(make_database):
+    """What pg_stat_progress_create_index says of the build, read while it runs: an index whose
+    key takes 0.1 s a row to compute builds for 3 s."""
+    lines: list[str] = []
+    with db.connect(make_database()) as conn:
+        conn.execute("CREATE TABLE slow_rows AS SELECT generate_series(1, 30) AS n")
+        conn.execute(
+            "CREATE FUNCTION slow_key(int) RETURNS int IMMUTABLE LANGUAGE sql "
+            "AS 'SELECT $1 FROM pg_sleep(0.1)'"
+        )
+        with ProgressTicker(conn, ProgressLines(lines.append), every_s=0.2) as ticker:
+            ticker.doing("building slow_rows_key")
+            conn.execute("CREATE INDEX slow_rows_key ON slow_rows (slow_key(n))")
+    assert any("CREATE INDEX on slow_rows: building index" in line for line in lines), lines
+
+
+def test_a_failing_seed_rolls_back_and_leaves_no_thread(make_database):
+    """Stopped once its indexes and constraints are set aside and rows are in: nothing stays,
+    neither rows nor the set-aside schema nor the ticker's thread."""
+
+    def fail_after_the_bookings(line: str) -> None:
+        if "] bookings: " in line:
+            raise RuntimeError("stopped after the bookings")
+
+    with db.connect(make_database()) as conn:
+        schema_before = snapshot_schema(conn)
+        with pytest.raises(RuntimeError, match="stopped after the bookings"):
+            seed_database(conn, 500, anchor=ANCHOR, progress=fail_after_the_bookings)
+        assert conn.execute("SELECT count(*) FROM bookings").fetchone()[0] == 0
+        assert snapshot_schema(conn) == schema_before
+    assert not [t for t in threading.enumerate() if t.name == "seed-progress"]
