@@ -115,6 +115,7 @@ with DAG(
                         max(checked["targets"][c] for c in members),
                     ),
                     f"wave {k}",
+                    record=f"{fleet.wave_group(k)}/window-decision.json",
                 )
 
             # After the wave before: run when it had a success and no failure; an empty wave

@@ -81,6 +81,7 @@ def run_assignment_suite(
         out.write_bytes("assignment-junit.xml", junit.read_bytes())  # scrubbed on the way
         result = _parse_junit(junit, time.perf_counter() - started)
         out.write_text("assignment-report.md", _markdown(junit, result))
+        out.write_json("assignment-report.json", _report_json(junit, result))
     return result
 
 
@@ -110,6 +111,23 @@ def _parse_junit(junit: Path, seconds: float) -> AssignmentResult:
         seconds=round(seconds, 1),
         failures=[f"{name}: {message}" for name, outcome, message in cases if outcome in ("failed", "error")],
     )  # fmt: skip
+
+
+def _report_json(junit: Path, result: AssignmentResult) -> dict:
+    """The counts and every test with its outcome and message, for the review page."""
+    return {
+        "success": result.success,
+        "line": result.line(),
+        "passed": result.passed,
+        "failed": result.failed,
+        "errors": result.errors,
+        "skipped": result.skipped,
+        "seconds": result.seconds,
+        "tests": [
+            {"name": name, "outcome": outcome, "message": message}
+            for name, outcome, message in _cases(junit)
+        ],
+    }
 
 
 def _markdown(junit: Path, result: AssignmentResult) -> str:

@@ -47,6 +47,48 @@ class SchemaDiff:
                 counts.setdefault(kind, Counter())[label] += 1
         return {kind: dict(counter) for kind, counter in sorted(counts.items())}
 
+    def to_json(self, before_label: str, after_label: str) -> dict:
+        """The same facts as `render`, for a page to lay out: each object with its definition,
+        each changed one with its before, after and a unified diff of the two."""
+        return {
+            "before": before_label,
+            "after": after_label,
+            "summary": self.summary(),
+            "counts": {
+                "added": len(self.added),
+                "removed": len(self.removed),
+                "changed": len(self.changed),
+            },
+            "by_kind": self.counts_by_kind(),
+            "added": [
+                {"kind": kind, "name": name, "definition": definition}
+                for (kind, name), definition in sorted(self.added.items())
+            ],
+            "removed": [
+                {"kind": kind, "name": name, "definition": definition}
+                for (kind, name), definition in sorted(self.removed.items())
+            ],
+            "changed": [
+                {
+                    "kind": kind,
+                    "name": name,
+                    "before": before,
+                    "after": after,
+                    "diff": list(
+                        difflib.unified_diff(
+                            before.splitlines(),
+                            after.splitlines(),
+                            before_label,
+                            after_label,
+                            lineterm="",
+                            n=2,
+                        )
+                    ),
+                }
+                for (kind, name), (before, after) in sorted(self.changed.items())
+            ],
+        }
+
     def render(self, before_label: str, after_label: str) -> str:
         lines = [f"db-diff: {before_label} -> {after_label}", f"objects: {self.summary()}"]
         for kind, counter in self.counts_by_kind().items():
@@ -108,8 +150,19 @@ def capture_db_diff(
     after_label: str,
     filename: str = "db-diff.txt",
 ) -> SchemaDiff:
-    """Diff two databases (or saved snapshots) and write the readable report."""
+    """Diff two databases (or saved snapshots) and write the readable report, and beside it
+    the same as JSON (db-diff.txt, db-diff.json) for the review page."""
     snapshots = [s if isinstance(s, dict) else snapshot_schema(s) for s in (before, after)]
     diff = diff_snapshots(*snapshots)
-    as_artifact_dir(artifacts).write_text(filename, diff.render(before_label, after_label))
+    write_diff(diff, as_artifact_dir(artifacts), filename, before_label, after_label)
     return diff
+
+
+def write_diff(
+    diff: SchemaDiff, artifacts: ArtifactDir, filename: str, before_label: str, after_label: str
+) -> None:
+    """`filename` (a .txt, for a person) and the same name in .json (for the review page)."""
+    artifacts.write_text(filename, diff.render(before_label, after_label))
+    artifacts.write_json(
+        filename.removesuffix(".txt") + ".json", diff.to_json(before_label, after_label)
+    )

@@ -273,8 +273,8 @@ def write_fleet_report(
         story = target_story(trun, "production")
         if state == "applied" and story.startswith("applied by run"):
             why = story  # an earlier run's work, left as is
-        rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "state": state,
-                     "why": why})  # fmt: skip
+        rows.append({"conn_id": entry["conn_id"], "wave": entry["wave"], "slot": entry["slot"],
+                     "state": state, "why": why})  # fmt: skip
     counts = {s: sum(r["state"] == s for r in rows) for s in fleet.FINAL_STATES}
     all_applied = counts["applied"] == len(rows) and not any(
         s in fleet.FAILED for s in states.values()

@@ -94,29 +94,49 @@ def send_outcome(
     )
 
 
-def window_poke(context: Any, run: Run, predict: Any, untouched: str) -> Any:
+def window_poke(
+    context: Any, run: Run, predict: Any, untouched: str, record: str = "window-decision.json"
+) -> Any:
     """A window sensor's answer: done when the maintenance window is open and the lock fits
     (the one `predict()` gives for a locking apply, or the online swap's when the apply mode is
     online); fails, keeping the reason, when it never will. The answer carries the apply mode
-    and the lock the apply's statement_timeout is sized from."""
+    and the lock the apply's statement_timeout is sized from; each check's decision and its
+    numbers are kept in the run's artifacts (`record`) for the review page."""
     from airflow.sdk import PokeReturnValue
 
     from rollout.errors import RolloutError
     from rollout.steps import StepFailed, check_window, choose_apply_mode
 
+    facts: dict[str, Any] = {"lock_budget_s": run.settings.lock_budget_s,
+                             "window": run.settings.window.describe()}  # fmt: skip
     try:
         predicted = predict()
+        facts["predicted_lock_s"] = round(predicted, 3)
         mode = choose_apply_mode(run, predicted)
+        facts.update(mode)
         decision = check_window(run, mode["window_lock_s"], run_started(context))
+        facts.update(action=decision.action, reason=decision.reason)
         run.say(f"maintenance window: {decision.reason}; apply mode {mode['apply_mode']}")
         if decision.action == "refuse":
             raise StepFailed(f"{decision.reason}; {untouched} untouched")
     except RolloutError as exc:
+        facts.update(action="refuse", reason=facts.get("reason") or str(exc))
+        keep_decision(run, record, facts)
         raise fail_task(context, exc) from exc
+    keep_decision(run, record, facts)
     return PokeReturnValue(
         is_done=decision.action == "go",
         xcom_value={"predicted_lock_s": round(predicted, 3), "reason": decision.reason, **mode},
     )
+
+
+def keep_decision(run: Run, name: str, facts: dict[str, Any]) -> None:
+    """A decision and the numbers it rests on, kept for the review page (best effort: the
+    decision itself never fails for want of a file)."""
+    try:
+        run.artifacts.write_json(name, {**facts, "at": dt.datetime.now(dt.UTC).isoformat()})
+    except OSError as exc:
+        log.warning("could not keep %s: %s", name, exc)
 
 
 def assigned_users(settings: RolloutSettings, triggered_by: str | None) -> list[dict[str, str]]:
@@ -161,6 +181,11 @@ class ProductionApproval(ApprovalOperator):
         self.assigned_users = assigned_users(s, run.actor)
         log.info("approval requested: %s", self.subject)
         log.info("%s", self.body)
+        # What the approver is shown, as shown: the review page puts it beside the answer.
+        keep_decision(run, "approval-request.json", {
+            "subject": self.subject, "body": self.body, "timeout_h": s.approval_timeout_h,
+            "assignees": [u["name"] for u in self.assigned_users],
+        })  # fmt: skip
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
@@ -187,6 +212,8 @@ def record_answer(context: Any, event: dict[str, Any]) -> None:
             "at": at.isoformat() if hasattr(at, "isoformat") else str(at),
             "task": context["ti"].task_id,
         }
+        if event.get("params_input"):  # what the person filled in beside the option, if asked
+            answer["params_input"] = event["params_input"]
     try:
         folder.write_json("approval.json", answer)
     except OSError as exc:

@@ -147,6 +147,9 @@ def write_refused_report(
     table = [f"- **Why**: {why}", "- **Targets**: untouched", "", "| task | state | notes |",
              "|---|---|---|"]  # fmt: skip
     table += [f"| {t} | {s} | {_note(task_note(artifacts, t))} |" for t, s in states.items()]
+    artifacts.write_json(
+        "outcome.json", {"outcome": outcome, "refused": why, "states": states, "targets": {}}
+    )
     files = write_summary(artifacts, run_id, actor, f"Rollout: {outcome}", outcome, table)
     return {"outcome": outcome, "artifacts": files, "targets": {}}
 

@@ -21,7 +21,7 @@ from rollout.artifacts import ArtifactDir, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
 from rollout.diff import capture_db_diff as write_db_diff
-from rollout.diff import diff_snapshots, save_snapshot
+from rollout.diff import diff_snapshots, save_snapshot, write_diff
 from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted
 from rollout.locktime import describe_tables, locked_rows
@@ -385,6 +385,7 @@ def capture_db_diff(run: Run) -> dict:
             before = snapshot_schema(conn)
             change = "none in this run (staging was migrated before it)"
             run.artifacts.write_text("db-diff.txt", f"db-diff: {change}\n")
+            run.artifacts.write_json("db-diff.json", {"summary": change, "none_in_this_run": True})
     with run.connect("production", "diff") as conn:
         drift = write_db_diff(
             before, conn, run.artifacts, before_label="staging before",
@@ -467,16 +468,27 @@ def check_before_approval(
     that has passed or can never hold the lock refuse it before anyone is asked (the window
     is checked again after the approval, before the apply). Production's apply mode is chosen
     here, for the approver to read; online, its plan (the table's size, the free disk) too."""
-    mode = choose_apply_mode(run, predicted_lock_s)
-    plan = None
-    if mode["apply_mode"] == "online":
-        plan = online_plan(run, "production")
-    decision = check_window(run, mode["window_lock_s"], run_started, now)
-    if decision.action == "refuse":
-        raise StepFailed(
-            f"{decision.reason}: nobody is asked to approve a rollout that cannot happen. "
-            "Production untouched, staging kept; trigger again with a window that fits"
-        )
+    s = run.settings
+    facts: dict[str, Any] = {"predicted_lock_s": round(predicted_lock_s, 3),
+                             "lock_budget_s": s.lock_budget_s, "window": s.window.describe()}  # fmt: skip
+    try:
+        mode = choose_apply_mode(run, predicted_lock_s)
+        facts.update(mode)
+        plan = None
+        if mode["apply_mode"] == "online":
+            plan = online_plan(run, "production")
+        decision = check_window(run, mode["window_lock_s"], run_started, now)
+        facts.update(online_plan=plan, action=decision.action, reason=decision.reason)
+        if decision.action == "refuse":
+            raise StepFailed(
+                f"{decision.reason}: nobody is asked to approve a rollout that cannot happen. "
+                "Production untouched, staging kept; trigger again with a window that fits"
+            )
+    except StepFailed as exc:
+        facts.update(action="refuse", reason=facts.get("reason") or str(exc))
+        raise
+    finally:  # the numbers behind the decision, whichever it was, for the review page
+        run.artifacts.write_json("lock-and-window.json", facts)
     run.say(
         f"before the approval: predicted lock {predicted_lock_s:.1f} s; apply mode "
         f"{mode['apply_mode']} ({mode['mode_reason']}); {decision.reason}"
@@ -639,7 +651,7 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
 
         before = load_snapshot_text(before_path.read_text())
         diff = diff_snapshots(before, after)
-        folder.write_text("db-diff-after-rollback.txt", diff.render("before", "after rollback"))
+        write_diff(diff, folder, "db-diff-after-rollback.txt", "before", "after rollback")
         if not diff.is_empty:
             raise StepFailed(
                 f"rollback {target}: the schema is not what it was before ({diff.summary()}); see "

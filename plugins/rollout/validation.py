@@ -227,6 +227,7 @@ def run_suite(
                 successful += bool(item.success)
                 if not item.success:
                     failed.append(f"{label} (could not run: {error})" if error else label)
+                kwargs = {k: v for k, v in (config.kwargs or {}).items() if k != "batch_id"}
                 details.append(
                     {
                         "table": table,
@@ -234,6 +235,8 @@ def run_suite(
                         "description": config.description,
                         "success": item.success,
                         "observed": _observed(item.result),
+                        "expected": describe_expected(config.type, kwargs),
+                        "query": kwargs.get("unexpected_rows_query"),
                         "error": error,
                     }
                 )
@@ -255,6 +258,28 @@ def run_suite(
     out.write_json(f"validation-{spec['suite']}.json", {**asdict(summary), "expectations": details})
     log.info("%s", summary.line())
     return summary
+
+
+def describe_expected(kind: str, kwargs: dict[str, Any]) -> str:
+    """What an expectation expects, in a few words: the review page shows it beside what was
+    observed ("event_type in {booking.created, …}", "3,000 rows", "no rows from its query")."""
+    column = kwargs.get("column")
+    if kind == "unexpected_rows_expectation":
+        return "no rows from its query"
+    if kind == "expect_table_row_count_to_equal":
+        value = kwargs.get("value")
+        return f"{value:,} rows" if isinstance(value, int) else f"{value} rows"
+    if kind == "expect_table_row_count_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        return f"between {low if low is not None else '-'} and {high if high is not None else '-'} rows"
+    if kind == "expect_column_values_to_not_be_null":
+        return f"{column} never null"
+    if kind == "expect_column_values_to_be_unique":
+        return f"{column} unique"
+    if kind == "expect_column_values_to_be_in_set":
+        values = ", ".join(str(v) for v in kwargs.get("value_set") or [])
+        return f"{column} in {{{values}}}"
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items())
 
 
 def _observed(result: dict[str, Any]) -> Any:

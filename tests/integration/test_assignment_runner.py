@@ -4,6 +4,7 @@ through JUnit XML and Markdown, and leaves every other tenant's rows exactly as 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from rollout import db
 from rollout.assignment import run_assignment_suite
@@ -32,6 +33,11 @@ def test_suite_passes_on_a_migrated_target_and_touches_no_other_tenant(make_data
     report = (tmp_path / "assignment-report.md").read_text()
     assert report.startswith("# Assignment suite — passed")
     assert "| `test_rls::test_anon_gets_nothing` | passed |" in report
+    facts = json.loads((tmp_path / "assignment-report.json").read_text())
+    assert (facts["passed"], facts["failed"], facts["errors"]) == (result.passed, 0, 0)
+    assert {"name": "test_rls::test_anon_gets_nothing", "outcome": "passed", "message": ""} in (
+        facts["tests"]
+    )
 
 
 def test_suite_fails_on_a_target_without_the_migration(fresh_db, tmp_path):
@@ -43,5 +49,9 @@ def test_suite_fails_on_a_target_without_the_migration(fresh_db, tmp_path):
         "test_replay_returns_the_first_result_and_writes_nothing" in f for f in result.failures
     )
     assert "FAILED" in (tmp_path / "assignment-report.md").read_text()
+    facts = json.loads((tmp_path / "assignment-report.json").read_text())
+    failing = [t for t in facts["tests"] if t["outcome"] in ("failed", "error")]
+    assert facts["success"] is False and len(failing) == facts["failed"] + facts["errors"] > 0
+    assert all(t["message"] for t in failing)  # each failure says why
     with db.connect(fresh_db) as conn:
         assert table_checksums(conn, SEED_TABLES) == before

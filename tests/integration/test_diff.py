@@ -3,6 +3,8 @@ empty diff; drift between two databases is reported; the report is stable."""
 
 from __future__ import annotations
 
+import json
+
 from rollout import db
 from rollout.diff import capture_db_diff, diff_snapshots, load_snapshot, save_snapshot
 from rollout.migrations import apply_up, load_bundle
@@ -57,6 +59,15 @@ def test_baseline_to_up_lists_exactly_the_migration(fresh_db, tmp_path):
     assert "~ function public.confirm_hold_assignment_tx" in report
     added_lines = [line.strip() for line in report.splitlines() if line.strip().startswith("+")]
     assert "+        IF to_regclass('public.capacity_outbox') IS NOT NULL THEN" in added_lines
+    # The same facts as JSON, for the review page: counts, each object, each change's diff.
+    facts = json.loads((tmp_path / "db-diff.json").read_text())
+    assert facts["counts"] == {"added": len(diff.added), "removed": 4, "changed": 1}
+    assert {"kind": "index", "name": "public.allocations_resource_window_excl"}.items() <= (
+        next(r for r in facts["removed"] if r["kind"] == "index").items()
+    )
+    [change] = facts["changed"]
+    assert change["name"] == confirm and change["diff"][0] == "--- staging before"
+    assert "+        IF to_regclass('public.capacity_outbox') IS NOT NULL THEN" in change["diff"]
 
 
 def test_identical_databases_give_an_empty_diff_and_a_stable_report(make_database, tmp_path):

@@ -85,6 +85,17 @@ def test_post_migration_names_what_bad_data_breaks(make_database, tmp_path):
         "capacity_outbox: capacity_outbox has as many rows as before the apply",
         "capacity_outbox: outbox event types are ones the consumers know",
     ]
+    # What the review page shows of each failure: what was expected beside what was found.
+    failed = {e["description"]: e for e in _details(tmp_path) if not e["success"]}
+    events = failed["outbox event types are ones the consumers know"]
+    assert events["expected"].startswith("event_type in {booking.created, ")
+    assert events["observed"]["unexpected_count"] == 1
+    assert events["observed"]["partial_unexpected_list"] == ["capacity.hold.teleported"]
+    lost = failed["bookings has as many rows as before the apply"]
+    assert lost["expected"] == f"{counts['bookings']:,} rows"
+    assert lost["observed"] == counts["bookings"] - 1
+    mismatch = failed["every cached confirmation belongs to its booking's restaurant"]
+    assert mismatch["expected"] == "no rows from its query" and "SELECT" in mismatch["query"]
 
 
 def test_pre_migration_catches_what_the_new_constraint_relies_on(make_database, tmp_path):
