@@ -179,7 +179,7 @@ def write_summary(
     ]
     markdown = "\n".join(lines)
     artifacts.write_text("summary.md", markdown)
-    artifacts.write_text("summary.html", summary_html(markdown, files, outcome))
+    artifacts.write_text("summary.html", summary_html(markdown, outcome))
     return files
 
 
@@ -267,12 +267,14 @@ def _note(note: Any) -> str:
     return text.replace("|", "/").replace("\n", " ")[:300]
 
 
-def summary_html(markdown: str, files: list[str], outcome: str) -> str:
+def summary_html(markdown: str, outcome: str) -> str:
+    """summary.md as a page of its own (a file to keep or mail: it loads nothing, its links
+    name the run's files beside it). The run's review page in Airflow shows it all laid out."""
     import html
 
-    links = "\n".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)
+    from rollout.markdown_html import render_markdown
+
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Rollout: {html.escape(outcome)}"
-        f"</title></head><body><h1>{html.escape(outcome)}</h1><pre>{html.escape(markdown)}</pre>"
-        f"<h2>Artifacts</h2><ul>{links}</ul></body></html>\n"
+        f"</title></head><body>{render_markdown(markdown)}</body></html>\n"
     )
