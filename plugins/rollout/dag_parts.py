@@ -57,7 +57,10 @@ def pre_approval_check_task(staged: Any, checked: Any) -> Any:
         lock (the largest production target's, in a fleet) within the budget, and a window
         that has not passed and can hold it. Checked again after the approval."""
         predicted = locktime.predict_production_lock(staged, checked)
-        return run_step(steps.check_before_approval, context, predicted, run_started(context))
+        return run_step(
+            steps.check_before_approval, context, predicted, run_started(context),
+            basis=locktime.prediction_basis(staged, checked),
+        )  # fmt: skip
 
     return check_window_and_budget(staged, checked)
 

@@ -74,6 +74,19 @@ def predict_production_lock(staging_apply: dict, preflight_result: dict) -> floa
     )
 
 
+def prediction_basis(staging_apply: dict, preflight_result: dict) -> dict:
+    """What predict_production_lock scales, for a person to check: staging's measured lock and
+    rows, production's rows (the largest target's, in a fleet)."""
+    production = preflight_result["production"]
+    return {
+        "staging_lock_s": staging_apply.get("lock_seconds"),
+        "staging_rows": staging_apply.get("locked_rows")
+        or preflight_result["staging"]["locked_rows"],
+        "production_rows": production["locked_rows"],
+        "production_conn_id": production.get("conn_id"),
+    }
+
+
 def predict_target_lock(staging_apply: dict, staging_rows: int, target_rows: int) -> float:
     """Staging's measured lock time scaled to a target's row count (staging's rows as its apply
     counted them, else as preflight did)."""

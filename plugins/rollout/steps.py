@@ -462,15 +462,22 @@ def choose_apply_mode(run: Run, predicted_lock_s: float) -> dict:
 
 
 def check_before_approval(
-    run: Run, predicted_lock_s: float, run_started: dt.datetime, now: dt.datetime | None = None
+    run: Run,
+    predicted_lock_s: float,
+    run_started: dt.datetime,
+    now: dt.datetime | None = None,
+    basis: dict | None = None,
 ) -> dict:
     """Ask the approver only about a rollout that can happen: a lock over the budget, a window
     that has passed or can never hold the lock refuse it before anyone is asked (the window
     is checked again after the approval, before the apply). Production's apply mode is chosen
-    here, for the approver to read; online, its plan (the table's size, the free disk) too."""
+    here, for the approver to read; online, its plan (the table's size, the free disk) too.
+    The decision and its numbers (with `basis`, what the prediction scaled) are kept in
+    lock-and-window.json."""
     s = run.settings
     facts: dict[str, Any] = {"predicted_lock_s": round(predicted_lock_s, 3),
-                             "lock_budget_s": s.lock_budget_s, "window": s.window.describe()}  # fmt: skip
+                             "lock_budget_s": s.lock_budget_s, "window": s.window.describe(),
+                             **(basis or {})}  # fmt: skip
     try:
         mode = choose_apply_mode(run, predicted_lock_s)
         facts.update(mode)
