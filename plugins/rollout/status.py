@@ -46,12 +46,24 @@ def target_dsn(target: str) -> str:
 
 
 def read_status(target: str, dsn: str | None = None) -> TargetStatus:
+    return read_status_and_rows(target, dsn)[0]
+
+
+def read_status_and_rows(
+    target: str, dsn: str | None = None
+) -> tuple[TargetStatus, list[dict[str, Any]]]:
+    """The target's status and every row of its ledger, in one session (the review page shows
+    both: the state of each version, and the rows a later run added)."""
     dsn = dsn or target_dsn(target)
     with db.connect(dsn, application_name="rollout-status") as conn:
         status = TargetStatus(target, db.redact(dsn), ledger.has_ledger(conn))
         rows = ledger.history(conn)  # reads only: never creates the ledger
         if supabase.has_history(conn):
             status.supabase = [row["version"] for row in supabase.history(conn)]
+    return _with_versions(status, rows), rows
+
+
+def _with_versions(status: TargetStatus, rows: list[dict[str, Any]]) -> TargetStatus:
     on_disk = {b.version: b for b in discover_bundles()}
     last: dict[str, dict[str, Any]] = {}
     for row in rows:

@@ -116,6 +116,16 @@ def lay_out_artifacts(root: Path, artifacts: Path) -> None:
     _write(run / "summary.html", f"<!doctype html><h1>succeeded</h1>{STORED_SCRIPT}\n")
     _write(run / "run.json", json.dumps({"run_id": RUN, "targets": TARGETS}))
     _write(run / "db-diff.txt", "db-diff: staging before and after\n")
+    # What a step records of a database value, as the review page reads it.
+    _write(run / "staging" / "validation" / "validation-report.json", json.dumps({
+        "success": False, "failures": [f"catalog: stored ({STORED_SCRIPT})"],
+        "gx": {"suite": "post_migration", "evaluated": 0, "successful": 0},
+        "catalog": [{"name": "a stored value", "passed": False, "detail": STORED_SCRIPT}]}))  # fmt: skip
+    _write(
+        run / "staging" / "validation" / "validation-report.md",
+        f"# Validation\n\n{STORED_SCRIPT}\n",
+    )
+    (run / "leak.md").symlink_to(root / "opt" / "airflow" / "auth" / "passwords.json")
     docs = run / "staging" / "validation" / "data-docs"
     _write(docs / "index.html", f"<html><body><table><td>{STORED_SCRIPT}</td></table></body>")
     _write(docs / "static" / "fonts" / "font.woff", "font")
@@ -128,7 +138,8 @@ def lay_out_artifacts(root: Path, artifacts: Path) -> None:
     fleet = artifacts / FLEET_DAG / FLEET_FOLDER
     _write(fleet / "summary.md", "# Fleet rollout 20251113203000: succeeded\n")
     _write(fleet / "run.json", json.dumps({"run_id": FLEET_RUN, "targets": {
-        "staging": TARGETS["staging"], "production": FLEET_TARGETS}}))  # fmt: skip
+        "staging": TARGETS["staging"], "production": FLEET_TARGETS},
+        "waves": [FLEET_TARGETS[:1], FLEET_TARGETS[1:]]}))  # fmt: skip
     _write(fleet / "targets" / "p_plugin" / "production" / "perf" / "perf-monitor.md", "ok\n")
 
     _write(artifacts / HIDDEN_DAG / HIDDEN_RUN / "payroll.txt", "PAYROLL-ARTIFACT\n")
