@@ -199,8 +199,9 @@ def markdown_view(run: ReadableRun, name: str) -> HTMLResponse:
 
 @app.get("/runs/{dag_id}/{run_id}/zip/{folder:path}")
 def data_docs_zip(run: ReadableRun, folder: str) -> Response:
-    """A Data Docs site of the run as one zip, to open offline: served inside Airflow they are
-    sandboxed and unstyled (their styles and scripts come from public CDNs)."""
+    """A Data Docs site of the run as one zip, kept as a download: the review page shows the
+    same results itself, and served inside Airflow Data Docs stay sandboxed and unstyled (their
+    styles and scripts come from public CDNs, which many production networks cannot reach)."""
     if not folder.endswith("/data-docs"):
         raise not_found()
     files = [f for f in run_files(run) if f.startswith(folder + "/")]

@@ -22,7 +22,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -147,7 +147,7 @@ class RunRecord:
         except ValueError:
             return None
 
-    @property
+    @cached_property
     def _names(self) -> set[str]:
         return set(self.files)
 
@@ -198,12 +198,14 @@ def reason_of(record: RunRecord, task: str, base: str = "") -> str | None:
 
 
 def approval_line(record: RunRecord) -> str | None:
+    """Who answered the gate, what and when (approval.json), in one line."""
     answer = record.json("approval.json")
     if not answer:
         return None
+    at = _when(answer.get("at"))
     if answer.get("answer") == "timed out":
-        return f"not answered before the deadline ({answer.get('at', '?')}): counted as a rejection"
-    return f"{answer.get('answer', '?')} by {answer.get('by') or 'an unknown user'} at {answer.get('at', '?')}"
+        return f"not answered before the deadline ({at}): counted as a rejection"
+    return f"{answer.get('answer', '?')} by {answer.get('by') or 'an unknown user'} at {at}"
 
 
 def verdict(record: RunRecord) -> Verdict:

@@ -56,7 +56,7 @@ def test_a_markdown_file_is_rendered_as_a_page_and_stays_text(plugin_server):
         assert plugin_server.raw_get(PAGE + path)[0] == 404, path
 
 
-def test_data_docs_download_as_one_zip_to_open_offline(plugin_server):
+def test_data_docs_are_kept_as_one_zip_download(plugin_server):
     response = plugin_server.get(PAGE + "zip/staging/validation/data-docs")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/zip"

@@ -206,7 +206,7 @@ def test_a_succeeded_run_says_so_first_and_shows_each_steps_evidence(tmp_path):
     page = review_page(record_of(tmp_path))
     text = text_of(page)
     assert text.index("Succeeded") < text.index("The story")
-    assert "approval: Approve by reviewer at 2026-11-29T10:03:00+00:00" in text
+    assert "approval: Approve by reviewer at 2026-11-29 10:03:00 UTC" in text
     # The db-diff's counts and each object, drift none; the lock predicted and held.
     assert "2 added 1 removed 1 changed" in text
     assert "+ constraint public.allocations.no_overlap" in text and "- index public.old_idx" in text
@@ -262,7 +262,7 @@ def test_a_run_rolled_back_after_production_validation_names_the_failing_expecta
 def test_a_rejected_run_names_who_rejected_it_and_when(tmp_path):
     lay_out(tmp_path, "rejected")
     text = text_of(review_page(record_of(tmp_path)))
-    assert "Rejected Reject by reviewer at 2026-11-29T10:03:00+00:00" in text
+    assert "Rejected Reject by reviewer at 2026-11-29 10:03:00 UTC" in text
     approval = text[text.index("Approval approve_production") :]
     assert "Answer Reject By reviewer At 2026-11-29 10:03:00 UTC" in approval
     assert "What the approver was shown: Apply the bundle to production?" in approval
