@@ -87,22 +87,22 @@ SINGLE_STORY = (
          "was not given: only what this run applied.", "rollback", "staging"),
     Step("rollback_production", "Rollback of production", "When a production step failed: only "
          "what this run applied.", "rollback", "production"),
-    Step("report", "Report", "The summary, the ledgers as the run left them, the leases given "
-         "back.", "report"),
+    Step("report", "Report", "Always: the summary, the ledgers as the run left them, the leases "
+         "given back; it fails the run unless the rollout succeeded.", "report"),
 )  # fmt: skip
-FLEET_STAGING = tuple(
-    s
-    for s in SINGLE_STORY
-    if s.task
-    in (
+FLEET_STAGING_TASKS = (
+    "apply_staging", "validate_staging", "capture_db_diff", "run_assignment_tests",
+    "check_window_and_budget", "approve_production",
+)  # fmt: skip
+FLEET_STAGING = (
+    Step(
         "preflight",
-        "apply_staging",
-        "validate_staging",
-        "capture_db_diff",
-        "run_assignment_tests",
-        "check_window_and_budget",
-        "approve_production",
-    )
+        "Preflight",
+        "Every parameter and every production target checked before anything runs: staging's "
+        "own preflight, each production target answering, this run's lease on each.",
+        "preflight",
+    ),
+    *(s for s in SINGLE_STORY if s.task in FLEET_STAGING_TASKS),
 )
 FLEET_AFTER = tuple(s for s in SINGLE_STORY if s.task in ("rollback_staging", "report"))
 TARGET_STORY = (
