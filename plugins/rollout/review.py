@@ -35,8 +35,9 @@ Reader = Callable[[str], "str | None"]
 
 DAG_ID = "migration_rollout"
 FLEET_DAG_ID = "fleet_rollout"
-TARGET_TASKS = ("preflight", "apply", "validate", "monitor")  # rollout.fleet's, in order
-ROLLBACK_TASK = "rollback_target"
+# A fleet target's one task (wave_<k>.target, instance <slot>) runs these steps in order and
+# records how each ended in its steps.json (rollout.fleet_steps), its rollback too.
+TARGET_STEPS = ("preflight", "apply", "validate", "monitor", "rollback")
 # Airflow's states of a task that has not ended, and of one waiting for a person or a time.
 UNFINISHED = ("queued", "scheduled", "running", "deferred", "up_for_retry", "restarting")
 WAITING_FOR_PERSON = ("awaiting_input", "deferred", "running", "queued", "scheduled")
@@ -104,7 +105,17 @@ FLEET_STAGING = (
     ),
     *(s for s in SINGLE_STORY if s.task in FLEET_STAGING_TASKS),
 )
-FLEET_AFTER = tuple(s for s in SINGLE_STORY if s.task in ("rollback_staging", "report"))
+FLEET_AFTER = (
+    Step(
+        "rollback_targets",
+        "Rollbacks across the fleet",
+        "After the waves: with on_target_failure=rollback_all, every target this run applied "
+        "once one failed or a wave was rejected; and any target whose task ended after its "
+        "apply. A target rolled back in its own task is left alone.",
+        "note",
+    ),
+    *(s for s in SINGLE_STORY if s.task in ("rollback_staging", "report")),
+)
 TARGET_STORY = (
     Step("preflight", "Preflight and performance baseline", "The target answers, its ledger "
          "matches the bundle, nothing there refuses the migration; its queries timed.",
@@ -115,8 +126,9 @@ TARGET_STORY = (
          "production"),
     Step("monitor", "Performance, after", "The same queries after the apply, against the "
          "baseline.", "monitor", "production"),
-    Step(ROLLBACK_TASK, "Rollback", "When this target failed, or the fleet's policy rolls every "
-         "applied target back.", "rollback", "production"),
+    Step("rollback", "Rollback", "When this target's validation failed or it regressed (in its "
+         "own task), or the fleet's policy rolls every applied target back (rollback_targets).",
+         "rollback", "production"),
 )  # fmt: skip
 
 
@@ -537,13 +549,13 @@ def step_view(
     record: RunRecord,
     step: Step,
     *,
-    state_key: str | None = None,
+    state: str | None = None,
     base: str = "",
     wave: int | None = None,
 ) -> dict:
-    """One step as the page shows it: its state now, what it said, and its evidence."""
-    key = state_key or step.task
-    state = record.task_states().get(key)
+    """One step as the page shows it: its state now (`state`, else its task's), what it said,
+    and its evidence."""
+    state = state or record.task_states().get(step.task)
     view: dict[str, Any] = {
         "task": step.task,
         "title": step.title,
@@ -736,22 +748,41 @@ def fleet_plan(record: RunRecord) -> list[dict]:
     return plan
 
 
-def target_task_key(entry: Mapping[str, Any], task: str) -> str:
-    if task == ROLLBACK_TASK:
-        return f"{ROLLBACK_TASK}_{entry['index']}"
-    return f"wave_{entry['wave']}.target.{task}_{entry['slot']}"
+def target_task_key(entry: Mapping[str, Any]) -> str:
+    """A fleet target's task as Airflow's states name it: wave_<k>.target_<slot>."""
+    return f"wave_{entry['wave']}.target_{entry['slot']}"
 
 
 def target_progress(record: RunRecord, entry: Mapping[str, Any]) -> str:
-    """A target's state while the fleet runs (before its report): where its tasks are."""
-    states = record.task_states()
-    own = {t: states.get(target_task_key(entry, t)) for t in TARGET_TASKS}
-    if any(s in ("failed", "upstream_failed") for s in own.values()):
+    """A target's state while the fleet runs (before its report): where its task is."""
+    state = record.task_states().get(target_task_key(entry))
+    if state in ("failed", "upstream_failed"):
         return "failed"
-    if own["monitor"] == "success":
+    if state == "success":
         return "healthy"
-    running = [t for t, s in own.items() if s in UNFINISHED]
-    return f"{running[0]} {own[running[0]]}" if running else "pending"
+    if state == "skipped":
+        return "stopped"
+    return state if state in UNFINISHED else "pending"
+
+
+def target_step_states(record: RunRecord, entry: Mapping[str, Any]) -> dict[str, str]:
+    """How each step of a fleet target ended (its steps.json); a step it has not reached takes
+    its task's state when that task is still going, was skipped or never ran."""
+    ended = record.json(f"targets/{entry['conn_id']}/steps.json") or {}
+    task = record.task_states().get(target_task_key(entry))
+    states: dict[str, str] = {}
+    for step in TARGET_STEPS:
+        if step in ended:
+            states[step] = ended[step]
+        elif step == "rollback":
+            states[step] = "not run"
+        elif task in UNFINISHED and task not in states.values():
+            states[step] = task  # the step it is on now
+        elif task in ("skipped", "upstream_failed") and not ended:
+            states[step] = task
+        else:
+            states[step] = "not run"
+    return states
 
 
 def page_context(record: RunRecord) -> dict:
@@ -816,10 +847,9 @@ def target_context(record: RunRecord, conn_id: str) -> dict | None:
     if entry is None:
         return None
     base = f"targets/{conn_id}/"
+    states = target_step_states(record, entry)
     story = [
-        step_view(
-            record, s, state_key=target_task_key(entry, s.task), base=base, wave=entry["wave"]
-        )
+        step_view(record, s, state=states[s.task], base=base, wave=entry["wave"])
         for s in TARGET_STORY
     ]
     entry["progress"] = entry["state"] or target_progress(record, entry)

@@ -334,8 +334,12 @@ def test_a_fleet_run_has_one_row_per_target_each_linking_its_own_evidence(tmp_pa
     perf(f0.subdir("production/perf"))
     f0.write_json("production/ledger.json", {"rows": [ledger_row(1, "up", "applied")]})
     run.subdir("targets/f_1").write_text("failures/preflight.txt", "preflight: ON CONFLICT arbiter")
-    states = {"wave_0.target.preflight_0": "success", "wave_0.target.monitor_0": "success",
-              "wave_1.target.preflight_0": "failed", "rollback_target_0": "skipped"}  # fmt: skip
+    f0.write_json(
+        "steps.json", dict.fromkeys(("preflight", "apply", "validate", "monitor"), "success")
+    )
+    run.subdir("targets/f_1").write_json("steps.json", {"preflight": "failed"})
+    states = {"wave_0.target_0": "success", "wave_1.target_0": "failed",
+              "wave_1.target_1": "skipped", "rollback_targets": "skipped"}  # fmt: skip
     record = record_of(tmp_path, "fleet_rollout", states=states, run_state="failed")
     page = review_page(record)
     text = text_of(page)
@@ -351,8 +355,13 @@ def test_a_fleet_run_has_one_row_per_target_each_linking_its_own_evidence(tmp_pa
     assert "f_0: wave 0 (canary)" in own and "Passed: 2/2 expectations met" in own
     assert "the fleet's review" in own and "Index Scan using allocations_no_overlap" in own
     assert "Preflight and performance baseline" in own
+    assert "success Validation" in own and "not run Rollback" in own
     refused = text_of(target_page(record, "f_1"))
+    assert "failed Preflight and performance baseline" in refused
     assert "Why it failed: preflight: ON CONFLICT arbiter" in refused
+    assert "not run Apply" in refused
+    stopped = text_of(target_page(record, "f_2"))
+    assert "skipped Preflight and performance baseline" in stopped
     assert target_page(record, "not_a_target") is None
 
 
