@@ -80,6 +80,12 @@ SCENARIOS = {
     "browser": 3000,
     "bad_tests": 3000,
     "online": 3000,
+    "bad_production": 3000,
+    # The review page's browser test makes its own runs here only when run without the
+    # scenarios whose runs it reads (finished_runs).
+    "review_ok": 3000,
+    "review_reject": 3000,
+    "review_rollback": 3000,
 }
 # Every connection the stack gets carries this password (the servers trust local connections
 # and ignore it): test_secrets_sweep.py then looks for it in every artifact, log and XCom.
@@ -94,7 +100,9 @@ def with_sentinel(dsn: str) -> str:
 
 # Fleet scenario -> how many production targets. The targets alternate between the embedded
 # PostgreSQL 18 and the local server at 127.0.0.1:5432 when it answers: one fleet, two servers.
-FLEET_SCENARIOS = {"fleet_canary": 3, "fleet_all": 5, "fleet_healthy": 5, "fleet_celery": 3}
+FLEET_SCENARIOS = {
+    "fleet_canary": 3, "fleet_all": 5, "fleet_healthy": 5, "fleet_celery": 3, "fleet_review": 3,
+}  # fmt: skip
 FLEET_SIZE = 3000
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -163,6 +171,23 @@ def e2e_targets(e2e_admin) -> dict[str, dict[str, str]]:
         }
         for scenario, size in SCENARIOS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def finished_runs() -> dict[str, str]:
+    """Runs the scenarios made that the review page's browser test (test_rollout_review.py,
+    after them in name order) reads again instead of making its own: kind -> run id, the kinds
+    "succeeded", "rejected", "rolled back" (a migration_rollout run each) and "fleet"."""
+    return {}
+
+
+@pytest.fixture
+def browser_page():
+    """Headless Chromium (tests/e2e/browser.py); skips without Chromium or Playwright."""
+    from tests.e2e.browser import open_browser
+
+    with open_browser() as (page, _watch):
+        yield page
 
 
 class MailBox:

@@ -112,13 +112,14 @@ def test_a_failure_mid_wave_rolls_the_whole_fleet_back(airflow, fleet_targets):
 
 
 def test_a_failure_mid_wave_leaves_the_healthy_applied_and_a_rerun_continues(
-    airflow, fleet_targets
+    airflow, fleet_targets, finished_runs
 ):
     targets = fleet_targets["fleet_healthy"]
     names = [f"f_fleet_healthy_{i}" for i in range(5)]
     break_target(targets[names[2]])
-    state, report = run_fleet(airflow, fleet_conf("fleet_healthy"))
+    state, report, first_run = run_fleet_with_id(airflow, fleet_conf("fleet_healthy"))
     assert state == "failed"
+    finished_runs["fleet"] = first_run  # read again by test_rollout_review.py
     rows = by_target(report)
     assert rows[names[0]] == ("applied", "")
     assert rows[names[2]][0] == "refused"

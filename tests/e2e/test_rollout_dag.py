@@ -135,13 +135,15 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
     page = f"/rollout/runs/migration_rollout/{run_id}/"
     assert page in approval["body"]
 
-    # The artifacts in the UI: the run's page and its files, behind Airflow's auth.
+    # The artifacts in the UI: the run's review page and its files, behind Airflow's auth.
     listing = airflow.request("GET", page)
     assert listing.status_code == 200 and "db-diff.txt" in listing.text
-    # Each target's ledger, read-only, on the same page and on its own (only a target this
-    # run names; never the connection's host or user).
+    assert "<h2>Succeeded</h2>" in listing.text
+    # Each target's ledger as the run left it, and now (the same: nothing changed it since);
+    # on its own page too (only a target this run names; never the connection's host or user).
     assert "Ledger of production (p_happy)" in listing.text
-    assert "20251113203000  applied" in listing.text and "matches" in listing.text
+    assert "<strong>20251113203000 applied by this run</strong>" in listing.text
+    assert "Now: the same." in listing.text
     assert "host=" not in listing.text and "user=" not in listing.text
     ledger_page = airflow.request("GET", page + "ledgers/s_happy")
     assert ledger_page.status_code == 200 and run_id in ledger_page.text
@@ -410,7 +412,7 @@ def _assert_nothing_left(dsn: str) -> None:
 
 
 def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
-    airflow, e2e_targets, mailbox
+    airflow, e2e_targets, mailbox, finished_runs
 ):
     targets = e2e_targets["reject"]
     # Four eyes: the admin who triggers may be named, but is never asked; their answer is refused.
@@ -436,6 +438,7 @@ def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
     assert (
         "not approved (rejected or timed out); production untouched, staging rolled back" in summary
     )
+    finished_runs["rejected"] = run_id  # read again by test_rollout_review.py
 
 
 def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets, mailbox):
@@ -449,6 +452,36 @@ def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets, 
     failure = (artifacts(airflow, run_id) / "failures" / "validate_staging.txt").read_text()
     assert "capacity_outbox" in failure
     assert_notified(airflow, mailbox, run_id, "failed on staging", gate=False)
+
+
+def make_run_failing_production_validation(airflow, scenario: str, production: str) -> str:
+    """A run whose production validation fails (an outbox event type no consumer knows, which
+    only production has): production rolled back, staging keeps the approved change."""
+    with db.connect(production) as conn:
+        conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.unknown')")
+    run_id, state, states = run(airflow, conf(scenario))
+    assert state == "failed" and states["validate_production"] == "failed", explain(
+        airflow, run_id, states
+    )
+    return run_id
+
+
+def test_a_failed_production_validation_rolls_production_back(airflow, e2e_targets, finished_runs):
+    targets = e2e_targets["bad_production"]
+    run_id = make_run_failing_production_validation(
+        airflow, "bad_production", targets["production"]
+    )
+    states = airflow.task_states(run_id)
+    assert states["rollback_production"] == "success"
+    assert states["monitor_production_perf"] == "upstream_failed"
+    assert not migrated(targets["production"])
+    assert outcomes(targets["production"]) == ["applied", "rolled_back"]
+    assert migrated(targets["staging"])
+    failure = (artifacts(airflow, run_id) / "failures/validate_production.txt").read_text()
+    assert "capacity_outbox: outbox event types are ones the consumers know" in failure
+    summary = (artifacts(airflow, run_id) / "summary.md").read_text()
+    assert "rolled back in production after validate_production failed" in summary
+    finished_runs["rolled back"] = run_id  # read again by test_rollout_review.py
 
 
 def test_failing_assignment_tests_roll_staging_back(airflow, e2e_targets):
