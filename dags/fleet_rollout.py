@@ -12,8 +12,9 @@ Airflow's own trigger rules hold it back, nothing polls.
 
 When a target fails no further target starts; the failed one is rolled back in its own task,
 and the others stay applied (`on_target_failure=leave_healthy`) or are rolled back too
-(`rollback_all`, by `rollback_targets` after the waves). The
-report says, per target, applied / not applied / rolled back / refused and why. Run it again
+(`rollback_all`, by `rollback_targets` after the waves). The report says, per target,
+applied / not applied / rolled back / refused and why; the run's review page (its *Rollout
+artifacts* tab) has one row per target, each linking to that target's evidence. Run it again
 to continue where it stopped: applied targets are no-ops through their ledgers.
 
 Nothing here depends on the executor: LocalExecutor, CeleryExecutor, KubernetesExecutor.
