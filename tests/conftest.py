@@ -77,6 +77,7 @@ def xdist_group(item: pytest.Item) -> str | None:
     return f"pg-{server}" if server else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = xdist_group(item)
