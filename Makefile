@@ -19,7 +19,7 @@ up: install  ## the demo databases and a local Airflow UI, to trigger and approv
 	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
 # -n auto --dist loadgroup: one worker per core; tests that share a fixture stay on one worker
-# (tests/conftest.py, xdist_group): the end-to-end tests and their one Airflow, each server's SQL
+# (tests/conftest.py, fixture_group): the end-to-end tests and their one Airflow, each server's SQL
 # tests and its template, each server's benchmark smoke.
 PARALLEL := -n auto --dist loadgroup
 

@@ -5,10 +5,11 @@ baseline once, in a template database; tests get fresh copies and drop them afte
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,25 +65,33 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"rollout: {EXTERNAL_NOTE}"
 
 
-def xdist_group(item: pytest.Item) -> str | None:
-    """Which tests must share one worker under `pytest -n` (--dist loadgroup): the end-to-end
-    tests (one Airflow stack per run), each server's benchmark smoke, and the SQL tests of
-    each server (one seeded template per server and worker). Unit tests go anywhere."""
-    parts = item.path.relative_to(Path(__file__).parent).parts
-    server = item.callspec.params.get("pg_server") if hasattr(item, "callspec") else None
-    if parts[0] == "e2e":
+SERVER_IN_ID = re.compile(r"\[(?:[^\]]*-)?(embedded-pg18|server-pg\d+)(?:-[^\]]*)?\]$")
+
+
+def fixture_group(nodeid: str) -> str:
+    """The work unit a test belongs to under `pytest -n`: tests that share an expensive session
+    fixture run on one worker. The end-to-end tests (one Airflow stack), each server's
+    benchmark smoke, each server's SQL tests (one seeded template per server and worker);
+    every other test is a unit of its own."""
+    if nodeid.startswith("tests/e2e/"):
         return "airflow"
-    if parts[0] == "benchmarks":
-        return f"bench-{server}"
-    return f"pg-{server}" if server else None
+    server = SERVER_IN_ID.search(nodeid)
+    if server is None:
+        return nodeid
+    kind = "bench" if nodeid.startswith("tests/benchmarks/") else "pg"
+    return f"{kind}-{server.group(1)}"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = xdist_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's load-by-scope scheduling with our groups as the scopes (its own xdist_group
+    marks rename node ids, which this pytest no longer lets a plugin do)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FixtureGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return fixture_group(nodeid)
+
+    return FixtureGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session", params=SERVER_LABELS)
