@@ -18,10 +18,10 @@ demo: install  ## the whole rollout: seed staging and production, run the DAG on
 up: install  ## the demo databases and a local Airflow UI, to trigger and approve by hand
 	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
-# -n auto --dist loadgroup: one worker per core; tests that share a fixture stay on one worker
-# (tests/conftest.py, fixture_group): the end-to-end tests and their one Airflow, each server's SQL
-# tests and its template, each server's benchmark smoke.
-PARALLEL := -n auto --dist loadgroup
+# PARALLEL="-n auto" runs on every core (pytest-xdist; tests that share a fixture stay on one
+# worker: tests/conftest.py, fixture_group). Not the default yet: under it the benchmark smoke's
+# down-stall section ran beside the e2e Airflow and its rollback step was refused the lock.
+PARALLEL ?=
 
 test: install lint browser  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
 	@$(UV) run --frozen pytest $(PARALLEL) --durations=15
