@@ -74,16 +74,7 @@ class SchemaDiff:
                     "name": name,
                     "before": before,
                     "after": after,
-                    "diff": list(
-                        difflib.unified_diff(
-                            before.splitlines(),
-                            after.splitlines(),
-                            before_label,
-                            after_label,
-                            lineterm="",
-                            n=2,
-                        )
-                    ),
+                    "diff": _unified(before, after, before_label, after_label),
                 }
                 for (kind, name), (before, after) in sorted(self.changed.items())
             ],
@@ -104,15 +95,9 @@ class SchemaDiff:
             lines += ["", "== changed =="]
             for (kind, name), (before, after) in sorted(self.changed.items()):
                 lines.append(f"~ {kind} {name}")
-                delta = difflib.unified_diff(
-                    before.splitlines(),
-                    after.splitlines(),
-                    before_label,
-                    after_label,
-                    lineterm="",
-                    n=2,
-                )
-                lines += [f"    {line}" for line in delta]
+                lines += [
+                    f"    {line}" for line in _unified(before, after, before_label, after_label)
+                ]
         return "\n".join(lines) + "\n"
 
 
@@ -165,4 +150,13 @@ def write_diff(
     artifacts.write_text(filename, diff.render(before_label, after_label))
     artifacts.write_json(
         filename.removesuffix(".txt") + ".json", diff.to_json(before_label, after_label)
+    )
+
+
+def _unified(before: str, after: str, before_label: str, after_label: str) -> list[str]:
+    """A changed object's definition, before against after, as the report and the JSON show it."""
+    return list(
+        difflib.unified_diff(
+            before.splitlines(), after.splitlines(), before_label, after_label, lineterm="", n=2
+        )
     )
