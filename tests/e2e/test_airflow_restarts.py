@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from rollout.airflow_stack import DAG_ID, FINISHED, FLEET_DAG_ID
+from rollout.airflow_stack import APPROVER, DAG_ID, FINISHED, FLEET_DAG_ID
 from rollout.workload import LiveApplication
 from tests.e2e.conftest import VERSION
 from tests.e2e.test_rollout_dag import STORY, artifacts, conf, explain
@@ -98,10 +98,11 @@ def test_a_rollout_carries_on_across_airflow_restarts(restarted_airflow, e2e_tar
     assert all(states[task] == "success" for task in STORY)
     assert app.committed() > 20 and not app.bookings.stats.errors and not app.outbox.errors
 
-    applied = [r for r in ledger_rows(targets["production"]) if r["outcome"] == "applied"]
-    assert [(r["version"], r["run_id"]) for r in applied] == [(VERSION, run_id)]
-    assert applied[0]["started_at"] >= opens  # inside the window, not before it
-    approval = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails").json()[
-        "hitl_details"
-    ][0]
+    # Production's ledger: one row, this run's apply, inside the window (never before it).
+    [row] = ledger_rows(targets["production"])
+    assert (row["version"], row["outcome"], row["run_id"]) == (VERSION, "applied", run_id)
+    assert row["started_at"] >= opens
+    details = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails")
+    [approval] = details.json()["hitl_details"]
     assert approval["chosen_options"] == ["Approve"]
+    assert approval["responded_by_user"]["name"] == APPROVER  # the answer given after the restart
