@@ -98,6 +98,9 @@ class AirflowStack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # Airflow's own switch: the DAGs are ready to run once parsed. Paused, a run
+            # triggered through the REST API (as the README invites) stays queued forever.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             # The LocalExecutor with the tasks' modules imported once, before it forks its
             # workers (rollout/executor.py): every task inherits them instead of importing.
             "AIRFLOW__CORE__EXECUTOR": LOCAL_EXECUTOR
@@ -173,6 +176,25 @@ class AirflowStack:
             "pools", "set", FLEET_POOL, str(self.fleet_pool_slots),
             "fleet_rollout: production targets worked on at once",
         )  # fmt: skip
+        self._launch(say, timeout)
+        for dag_id in (DAG_ID, FLEET_DAG_ID):
+            if self.is_paused(dag_id):  # a person paused it, or the home predates the setting
+                say(
+                    f"airflow: {dag_id} is paused: runs triggered stay queued until it is "
+                    f"unpaused (its toggle in the UI, or PATCH /api/v2/dags/{dag_id} "
+                    '{"is_paused": false})'
+                )
+
+    def restart(self, say: Callable[[str], None] = print, timeout: float = 180) -> None:
+        """Kill every process of the stack and start them again on the same home and metadata
+        database, as an operator restarting Airflow does; runs in flight carry on."""
+        say(f"airflow: restarting {', '.join(self.processes)}")
+        self.stop()
+        self._launch(say, timeout)
+
+    def _launch(self, say: Callable[[str], None], timeout: float) -> None:
+        """Start the processes and wait until the api-server answers, the scheduler beats and
+        both DAGs are parsed."""
         logs = self.home / "component-logs"
         logs.mkdir(exist_ok=True)
         commands = self._commands(self.env())
@@ -263,10 +285,19 @@ class AirflowStack:
             return False
         return response.status_code == 200
 
+    def is_paused(self, dag_id: str = DAG_ID) -> bool:
+        response = self.request("GET", f"/api/v2/dags/{dag_id}")
+        response.raise_for_status()
+        return response.json()["is_paused"]
+
     def trigger(self, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
-        self.request(
-            "PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}
-        ).raise_for_status()
+        """A run, triggered as a user does (POST dagRuns): the DAG is left as it is, so a paused
+        one is refused here rather than left queued."""
+        if self.is_paused(dag_id):
+            raise RolloutError(
+                f"{dag_id} is paused: a run would stay queued; unpause it (its toggle in the UI, "
+                f'or PATCH /api/v2/dags/{dag_id} {{"is_paused": false}}) and trigger again'
+            )
         response = self.request(
             "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"conf": conf, "logical_date": None}
         )

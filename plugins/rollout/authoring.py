@@ -9,6 +9,7 @@ run's parameters) until the author has completed it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -71,6 +72,7 @@ def check_bundle(bundle: MigrationBundle) -> list[str]:
             f"write the post-migration expectation suite: {_shown(bundle.expectations_dir)}"
             "/post_migration.json (or name an existing folder in manifest.toml expectations)"
         )
+    problems += _expectation_problems(bundle.expectations_dir)
     if manifest.supabase and not (folder / manifest.supabase.source).is_file():
         problems.append(f"manifest.toml [supabase] source {manifest.supabase.source} is missing")
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -78,6 +80,26 @@ def check_bundle(bundle: MigrationBundle) -> list[str]:
             if TODO in line:
                 what = line.split(TODO, 1)[1].strip(" :")
                 problems.append(f"finish {path.relative_to(folder).as_posix()}: {what}")
+    return problems
+
+
+def _expectation_problems(folder: Path) -> list[str]:
+    """The suites and catalog checks as a run loads them (rollout.validation, rollout.catalog):
+    what would fail there, before a single expectation is evaluated."""
+    from rollout.validation import suite_problems
+
+    shown = _shown(folder)
+    problems = [f"{shown}/{problem}" for problem in suite_problems(folder)]
+    for path in sorted(folder.glob("catalog_*.json")):
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            loaded = exc
+        if not isinstance(loaded, dict):
+            problems.append(
+                f"{shown}/{path.name} is not a JSON object of catalog checks ({loaded}): fix it "
+                "or remove it"
+            )
     return problems
 
 

@@ -74,6 +74,81 @@ def row_count_expectations(counts: dict[str, int]) -> dict[str, list[dict[str, A
     }
 
 
+# The parameters a run gives its suites (steps.validate): none. Row counts taken before the
+# apply are the runner's own expectations (row_counts), added only where nobody writes: on a
+# live production such counts prove nothing, so no suite may ask for them.
+RUN_PARAMETERS: tuple[str, ...] = ()
+
+
+def suite_parameters(spec: dict[str, Any]) -> list[str]:
+    """Every parameter a loaded suite needs: those it declares and those its kwargs name
+    ({"$PARAMETER": …})."""
+    named: set[str] = set(spec.get("parameters") or [])
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"$PARAMETER"}:
+                named.add(str(value["$PARAMETER"]))
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect(spec.get("tables"))
+    return sorted(named)
+
+
+def build_expectation(expectation: dict[str, Any]) -> Any:
+    """The GX expectation a suite's entry describes (GX refuses an unknown type or kwargs)."""
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    return get_expectation_impl(expectation["type"])(
+        **expectation["kwargs"], description=expectation.get("description")
+    )
+
+
+def suite_problems(folder: Path) -> list[str]:
+    """What a run, or `rollout validate`, would fail on in the suites of `folder` before any
+    expectation is evaluated, each as `<file>: what to fix`: a suite that does not load as a
+    run loads it, an entry GX refuses, a parameter the runner never supplies."""
+    from great_expectations.exceptions import GreatExpectationsError
+    from pydantic.v1 import ValidationError
+
+    supplied = ", ".join(RUN_PARAMETERS) or "none"
+    problems = []
+    for path in sorted(p for p in folder.glob("*.json") if not p.name.startswith("catalog_")):
+        try:
+            spec = load_suite(path)
+            tables = dict(spec["tables"])
+            if not isinstance(spec["suite"], str):
+                raise TypeError('"suite" must be its name')
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(
+                f"{path.name} does not load ({type(exc).__name__}: {exc}): a suite is JSON with "
+                '"suite", "tables" and files named by {"$file": …} beside it'
+            )
+            continue
+        for table, expectations in tables.items():
+            for number, expectation in enumerate(expectations, 1):
+                try:
+                    build_expectation(expectation)
+                except (GreatExpectationsError, ValidationError, KeyError, TypeError) as exc:
+                    why = " ".join(str(exc).split())
+                    problems.append(
+                        f"{path.name}: {table} expectation {number} "
+                        f"({expectation.get('type', 'no type')}) is refused by GX: {why}"
+                    )
+        unsupplied = [p for p in suite_parameters(spec) if p not in RUN_PARAMETERS]
+        if unsupplied:
+            problems.append(
+                f"{path.name} asks for parameters a run never supplies: {', '.join(unsupplied)} "
+                f"(a run supplies: {supplied}; exact row counts are the runner's own, added "
+                "where nobody writes: remove them from the suite)"
+            )
+    return problems
+
+
 def suite_path(version: str | Path, suite: str) -> Path:
     """The suite file `suite` of a version (or of a folder of suites)."""
     path = suites_folder(version) / f"{suite}.json"
@@ -136,10 +211,12 @@ def run_suite(
     for table, expectations in row_count_expectations(row_counts or {}).items():
         spec["tables"][table] = [*spec["tables"].get(table, []), *expectations]
     parameters = dict(parameters or {})
-    missing = [p for p in spec.get("parameters", []) if p not in parameters]
+    missing = [p for p in suite_parameters(spec) if p not in parameters]
     if missing:
         raise RolloutError(
-            f"suite {spec['suite']} needs parameters it was not given: {', '.join(missing)}"
+            f"suite {spec['suite']} needs parameters it was not given: {', '.join(missing)} "
+            f"(given: {', '.join(parameters) or 'none'}; `rollout bundle check` finds this "
+            "before a run)"
         )
     out = as_artifact_dir(artifacts)
     started = time.perf_counter()
@@ -148,7 +225,6 @@ def run_suite(
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.datasource.fluent.sql_datasource import GxDatasourceWarning
-    from great_expectations.expectations.registry import get_expectation_impl
 
     with tempfile.TemporaryDirectory() as docs_dir:
         context = gx.get_context(mode="ephemeral")
@@ -183,12 +259,7 @@ def run_suite(
             suite = context.suites.add(
                 gx.ExpectationSuite(
                     name=f"{spec['suite']}.{table}",
-                    expectations=[
-                        get_expectation_impl(e["type"])(
-                            **e["kwargs"], description=e.get("description")
-                        )
-                        for e in expectations
-                    ],
+                    expectations=[build_expectation(e) for e in expectations],
                 )
             )
             definitions.append(

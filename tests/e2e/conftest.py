@@ -81,6 +81,7 @@ SCENARIOS = {
     "bad_tests": 3000,
     "online": 3000,
     "bad_production": 3000,
+    "restart": 3000,
     # The review page's browser test makes its own runs here only when run without the
     # scenarios whose runs it reads (finished_runs).
     "review_ok": 3000,
