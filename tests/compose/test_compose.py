@@ -87,6 +87,8 @@ def test_the_dag_gets_the_connections_and_folders_it_expects(compose):
             assert (PROJECT_ROOT / folder).is_dir()
         assert mounts["/opt/rollout/artifacts"] == "artifacts"  # the named volume
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/rollout/dags"
+        # A run triggered through the REST API starts without anyone unpausing the DAG.
+        assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
     assert "artifacts" in compose["volumes"]
 
 
