@@ -265,6 +265,12 @@ def _success_lines(record: RunRecord) -> list[str]:
         report = record.json(f"{target}/validation/validation-report.json")
         if report:
             lines.append(f"{target} validation: {_validation_line(report)}")
+            if report.get("preexisting"):
+                lines.append(
+                    f"{target}: {len(report['preexisting'])} violation(s) already there before "
+                    "the apply, no worse after (accepted on the approval): "
+                    + "; ".join(report["preexisting"][:3])
+                )
     monitor = record.json("production/perf/perf-monitor.json")
     if monitor:
         lines.append(f"production performance: {_monitor_line(monitor)}")
@@ -437,6 +443,52 @@ def validation_evidence(record: RunRecord, folder: str) -> dict | None:
     }
 
 
+def already_evidence(record: RunRecord, folder: str) -> dict | None:
+    """Production's suite before the apply (rollout.preexisting's checks-before.json): what it
+    already violated, each with the rows found; None when the run took no such check."""
+    facts = record.json(f"{folder}/checks-before.json")
+    if not isinstance(facts, dict):
+        return None
+    violations = [
+        {
+            "table": v.get("table"),
+            "name": v.get("name"),
+            "expected": v.get("expected") or "—",
+            "found": f"could not run: {v['error']}"
+            if v.get("error")
+            else observed_text(v.get("observed")),
+        }
+        for v in facts.get("violations") or []
+    ]
+    return {
+        "taken_at": facts.get("taken_at"),
+        "expectations": facts.get("expectations"),
+        "absent_tables": facts.get("absent_tables") or [],
+        "violations": violations,
+        "file": f"{folder}/checks-before.json",
+    }
+
+
+def judged_evidence(record: RunRecord, folder: str) -> dict | None:
+    """The check after the apply judged against production before it: each expectation that
+    failed after the apply, with its unexpected rows at the gate, before the apply and after,
+    and whose it is (pre-existing, or the migration's: new or worse). None: judged absolutely."""
+    report = record.json(f"{folder}/validation-report.json")
+    if not isinstance(report, dict) or "judged" not in report:
+        return None
+    rows = [
+        {**j, "the_migrations": j.get("verdict") in ("new", "worse")}
+        for j in report.get("judged") or []
+        if j.get("verdict") != "ok"
+    ]
+    rows.sort(key=lambda j: not j["the_migrations"])  # the migration's first
+    return {
+        "rows": rows,
+        "preexisting": sum(j["verdict"] == "pre-existing" for j in rows),
+        "the_migrations": sum(j["the_migrations"] for j in rows),
+    }
+
+
 def diff_evidence(record: RunRecord, name: str) -> dict | None:
     """A db-diff as the page lays it out (its JSON), or its text for an older run."""
     facts = record.json(name.removesuffix(".txt") + ".json")
@@ -580,6 +632,9 @@ def step_view(
         evidence["perf"] = (
             perf_evidence(record, f"{base}production/perf", "baseline") if base else None
         )
+        evidence["already"] = (
+            already_evidence(record, f"{base}production/checks-before-apply") if base else None
+        )
     elif step.kind == "apply":
         evidence["rows"] = own_rows(record, base, target, "up")
         if target == "production":
@@ -592,6 +647,7 @@ def step_view(
             evidence["lock"]["predicted_s"] = None  # staging is measured, production predicted
     elif step.kind == "validate":
         evidence["validation"] = validation_evidence(record, f"{base}{target}/validation")
+        evidence["judged"] = judged_evidence(record, f"{base}{target}/validation")
     elif step.kind == "diff":
         evidence["change"] = diff_evidence(record, "db-diff.txt")
         evidence["drift"] = diff_evidence(record, "drift-db-diff.txt")
@@ -599,6 +655,7 @@ def step_view(
         evidence["tests"] = assignment_evidence(record, f"{target}/assignment")
     elif step.kind == "check":
         evidence["check"] = record.json("lock-and-window.json")
+        evidence["already"] = already_evidence(record, "production/checks-before-approval")
     elif step.kind == "approval":
         evidence["answer"] = record.json("approval.json")
         evidence["request"] = record.json("approval-request.json")
@@ -606,6 +663,8 @@ def step_view(
         evidence["decision"] = record.json("window-decision.json")
     elif step.kind in ("baseline", "monitor"):
         evidence["perf"] = perf_evidence(record, f"{base}{target}/perf", step.kind)
+        if step.kind == "baseline":
+            evidence["already"] = already_evidence(record, f"{base}{target}/checks-before-apply")
     elif step.kind == "rollback":
         evidence["rollback"] = rollback_evidence(record, base, target)
     return view
