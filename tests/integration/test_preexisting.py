@@ -129,3 +129,26 @@ def test_without_a_before_production_is_judged_as_it_is(targets, tmp_path):
     steps.apply_target(run, "production")
     with pytest.raises(steps.StepFailed, match="outbox event types are ones the consumers know"):
         steps.validate(run, "production")
+
+
+def test_a_fleet_target_is_judged_against_itself_before_its_apply(targets, tmp_path):
+    """A fleet's target runs its whole story in one step (fleet_steps.roll_out_target): its
+    "before" is taken at its preflight, beside its performance baseline, and its validation is
+    judged against it: a violation it already had is reported, nothing rolled back."""
+    from rollout.fleet_steps import roll_out_target, target_run
+
+    production = targets["production"]
+    write_unknown_outbox_event(production)
+    run, _ = make_run(targets, tmp_path, monitor_period_s=0)
+    steps.preflight_target(run, "staging")
+    target = target_run(run, "p_eu_1", production)
+    results = roll_out_target(target, data_docs=False)
+    assert results["preflight"]["data_before"]["violations"] == [
+        f"{OUTBOX_CHECK}: 1 row(s) ({UNKNOWN})"
+    ]
+    assert results["validate"]["success"]
+    assert results["validate"]["preexisting"] == [
+        f"{OUTBOX_CHECK} (1 unexpected, 1 before the apply: pre-existing)"
+    ]
+    assert "rollback" not in json.loads((tmp_path / "run_a/targets/p_eu_1/steps.json").read_text())
+    assert migrated(production) and [r["outcome"] for r in ledger_rows(production)] == ["applied"]
