@@ -71,17 +71,20 @@ SINGLE_STORY = (
     Step("run_assignment_tests", "Application tests on staging", "The application's own tests of "
          "this migration, in synthetic tenants made and removed.", "assignment", "staging"),
     Step("check_window_and_budget", "Lock budget and window", "Before anyone is asked: the lock "
-         "predicted for production within the budget and a window that can hold it.", "check"),
+         "predicted for production within the budget and a window that can hold it; what production "
+         "already violates, for the approver.", "check"),
     Step("approve_production", "Approval", "A person other than the one who triggered the run "
          "decides on the evidence above.", "approval"),
     Step("wait_for_window", "Maintenance window", "Production starts inside the window, when "
          "the predicted lock fits what is left of it.", "window"),
     Step("baseline_production_perf", "Production performance, before", "The application's "
-         "queries timed on production before the apply.", "baseline", "production"),
+         "queries timed on production before the apply; its suite run, the \"before\" its "
+         "validation is judged against.", "baseline", "production"),
     Step("apply_production", "Apply on production", "The up script on production, locking or "
          "online as decided; the ledger row in its transaction.", "apply", "production"),
     Step("validate_production", "Validation on production", "The same suite and catalog checks "
-         "on production.", "validate", "production"),
+         "on production; only what the migration made new or worse fails.", "validate",
+         "production"),
     Step("monitor_production_perf", "Production performance, after", "The same queries after "
          "the apply, against the baseline.", "monitor", "production"),
     Step("rollback_staging", "Rollback of staging", "When a staging step failed or the approval "
