@@ -81,7 +81,10 @@ class Judgement:
         label = f"{self.table}: {self.name}"
         rows = f"{self.after:,} unexpected" if self.after is not None else "failed"
         if self.verdict == PRE_EXISTING:
-            return f"{label} ({rows}, {self.before:,} before the apply: pre-existing)"
+            # More than the approver was shown: the application wrote them after the gate.
+            unseen = self.at_gate is not None and self.at_gate < (self.before or 0)
+            shown = f"; {self.at_gate:,} when the approval was asked" if unseen else ""
+            return f"{label} ({rows}, {self.before:,} before the apply: pre-existing{shown})"
         if self.verdict == WORSE:
             return f"{label} ({rows}, {self.before:,} before the apply: new since)"
         if self.before is None:

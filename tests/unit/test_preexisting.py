@@ -72,6 +72,12 @@ def test_the_judgement_says_whose_it_is():
     assert (
         kept.line() == f"capacity_outbox: {OUTBOX} (1 unexpected, 1 before the apply: pre-existing)"
     )
+    # More rows before the apply than the approver was shown: said, still not the migration's.
+    [later] = judge([outbox(2)], [outbox(2)], at_gate=[outbox(0)])
+    assert later.verdict == "pre-existing"
+    assert later.line().endswith(
+        "(2 unexpected, 2 before the apply: pre-existing; 0 when the approval was asked)"
+    )
     [worse] = judge([outbox(2)], [outbox(1)])
     assert worse.the_migrations and "1 before the apply: new since" in worse.line()
     [new] = judge([outbox(1)], [outbox(0)])
