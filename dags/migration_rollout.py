@@ -9,13 +9,16 @@ only tells the story and wires it):
 2. **apply_staging → validate_staging → capture_db_diff → run_assignment_tests**: the up on
    staging (lock retries, the ledger row and the row rules in its transaction), its suites and
    catalog checks, the schema diff and staging/production drift, the bundle's application tests.
-3. **check_window_and_budget**: nobody is asked to approve a rollout that cannot happen.
+3. **check_window_and_budget**: nobody is asked to approve a rollout that cannot happen; and
+   production's own suite runs, so the gate shows what production already violates.
 4. **approve_production**: a person decides (Airflow's Required Actions page; the body holds
    the evidence and a link to the review page). Four eyes: only the `approvers`, never the
    person who triggered the run. Reject, or no answer in `approval_timeout_h`, stops here.
 5. **wait_for_window → baseline_production_perf → apply_production → validate_production →
    monitor_production_perf**: production inside the maintenance window, its queries timed
-   before and watched after.
+   before and watched after; production's suite runs again right before the apply, and the
+   check after it fails only on what the migration made new or worse (a violation already there
+   is the reviewer's to accept on the gate, never a reason to roll back).
 6. **rollback_staging / rollback_production**: when a step fails; only what this run applied.
 7. **report**: always; the summary, the leases given back; the run fails unless it succeeded.
 
@@ -98,7 +101,11 @@ with DAG(
 
     @task
     def baseline_production_perf(**context) -> dict:
-        return run_step(steps.baseline_production_perf, context)
+        """Right before the apply: the application's queries timed, then production's suite
+        run (the "before" validate_production judges against: only what the migration made
+        new or worse fails there)."""
+        perf = run_step(steps.baseline_production_perf, context)
+        return {**perf, "data_before": run_step(steps.check_production_data, context, "apply")}
 
     @task
     def apply_production(window: dict, **context) -> dict:
@@ -164,7 +171,7 @@ with DAG(
     # a task consumes from another is passed to it, so the graph shows the data flow.
     checked = preflight()
     staged, validated, diffed, tested = staging_tasks()
-    fits = pre_approval_check_task(staged, checked)  # check_window_and_budget
+    fits = pre_approval_check_task(staged, checked, check_production_data=True)
     gate = ProductionApproval(task_id="approve_production")
     window = wait_for_window(staged, checked)
     baseline = baseline_production_perf()

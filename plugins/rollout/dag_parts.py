@@ -48,19 +48,27 @@ def staging_tasks() -> list[Any]:
     return [apply_staging(), validate_staging(), capture_db_diff(), run_assignment_tests()]
 
 
-def pre_approval_check_task(staged: Any, checked: Any) -> Any:
-    """check_window_and_budget, given apply_staging's and preflight's results."""
+def pre_approval_check_task(
+    staged: Any, checked: Any, *, check_production_data: bool = False
+) -> Any:
+    """check_window_and_budget, given apply_staging's and preflight's results; with
+    `check_production_data`, production's suite too, for the gate to show what it already
+    violates (the single-target rollout: a fleet's targets are checked at their own preflight)."""
 
     @task(task_id=PRE_APPROVAL_CHECK)
     def check_window_and_budget(staged: dict, checked: dict, **context) -> dict:
         """Nobody is asked to approve a rollout that cannot happen: the predicted production
         lock (the largest production target's, in a fleet) within the budget, and a window
-        that has not passed and can hold it. Checked again after the approval."""
+        that has not passed and can hold it. Checked again after the approval. Production's
+        own suite, read-only: what it already violates, for the approver (never a refusal)."""
         predicted = locktime.predict_production_lock(staged, checked)
-        return run_step(
+        decided = run_step(
             steps.check_before_approval, context, predicted, run_started(context),
             basis=locktime.prediction_basis(staged, checked),
         )  # fmt: skip
+        if check_production_data:
+            decided["production_data"] = run_step(steps.check_production_data, context, "approval")
+        return decided
 
     return check_window_and_budget(staged, checked)
 

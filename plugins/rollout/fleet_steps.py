@@ -21,6 +21,7 @@ from rollout.settings import check_conn_id
 from rollout.steps import (
     apply_target,
     baseline_production_perf,
+    check_production_data,
     hold_lease,
     monitor_production_perf,
     preflight_target,
@@ -146,6 +147,8 @@ def roll_out_target(
     def checked() -> dict:
         found = preflight_target(run, "production")
         found["perf_baseline"] = baseline_production_perf(run)
+        # The "before" its validation is judged against: only what is new or worse fails.
+        found["data_before"] = check_production_data(run, "apply")
         return found
 
     step("preflight", checked)

@@ -41,10 +41,32 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"- Reject (or no answer in {s.approval_timeout_h:g} h) → production untouched, "
             f"staging: {s.on_reject.replace('_', ' ')}",
             f"- Who may answer: {s.describe_approvers(run.actor)}",
+            *already_violated_lines(facts.get("check_window_and_budget")),
             "",
             f"Artifacts: {artifacts_url}",
         ]
     )
+
+
+def already_violated_lines(check: dict[str, Any] | None) -> list[str]:
+    """What production already violates before the migration (its suite, run before the gate):
+    approving accepts it; after the apply only what is new or worse fails and rolls back."""
+    data = (check or {}).get("production_data")
+    if not data:
+        return []
+    if not data["violations"]:
+        return [
+            f"- Production's data before the migration: {data['expectations']} expectations met, "
+            "nothing already violated"
+        ]
+    return [
+        "",
+        f"**Production already violates {len(data['violations'])} expectation(s)** before the "
+        "migration (not the migration's doing; approving accepts them: after the apply only "
+        "what is new or worse fails):",
+        "",
+        *(f"- {line}" for line in data["violations"]),
+    ]
 
 
 def _mode_line(check: dict[str, Any] | None) -> str:

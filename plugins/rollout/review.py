@@ -71,17 +71,20 @@ SINGLE_STORY = (
     Step("run_assignment_tests", "Application tests on staging", "The application's own tests of "
          "this migration, in synthetic tenants made and removed.", "assignment", "staging"),
     Step("check_window_and_budget", "Lock budget and window", "Before anyone is asked: the lock "
-         "predicted for production within the budget and a window that can hold it.", "check"),
+         "predicted for production within the budget and a window that can hold it; what production "
+         "already violates, for the approver.", "check"),
     Step("approve_production", "Approval", "A person other than the one who triggered the run "
          "decides on the evidence above.", "approval"),
     Step("wait_for_window", "Maintenance window", "Production starts inside the window, when "
          "the predicted lock fits what is left of it.", "window"),
     Step("baseline_production_perf", "Production performance, before", "The application's "
-         "queries timed on production before the apply.", "baseline", "production"),
+         "queries timed on production before the apply; its suite run, the \"before\" its "
+         "validation is judged against.", "baseline", "production"),
     Step("apply_production", "Apply on production", "The up script on production, locking or "
          "online as decided; the ledger row in its transaction.", "apply", "production"),
     Step("validate_production", "Validation on production", "The same suite and catalog checks "
-         "on production.", "validate", "production"),
+         "on production; only what the migration made new or worse fails.", "validate",
+         "production"),
     Step("monitor_production_perf", "Production performance, after", "The same queries after "
          "the apply, against the baseline.", "monitor", "production"),
     Step("rollback_staging", "Rollback of staging", "When a staging step failed or the approval "
@@ -265,6 +268,12 @@ def _success_lines(record: RunRecord) -> list[str]:
         report = record.json(f"{target}/validation/validation-report.json")
         if report:
             lines.append(f"{target} validation: {_validation_line(report)}")
+            if report.get("preexisting"):
+                lines.append(
+                    f"{target}: {len(report['preexisting'])} violation(s) already there before "
+                    "the apply, no worse after (accepted on the approval): "
+                    + "; ".join(report["preexisting"][:3])
+                )
     monitor = record.json("production/perf/perf-monitor.json")
     if monitor:
         lines.append(f"production performance: {_monitor_line(monitor)}")
@@ -437,6 +446,52 @@ def validation_evidence(record: RunRecord, folder: str) -> dict | None:
     }
 
 
+def already_evidence(record: RunRecord, folder: str) -> dict | None:
+    """Production's suite before the apply (rollout.preexisting's checks-before.json): what it
+    already violated, each with the rows found; None when the run took no such check."""
+    facts = record.json(f"{folder}/checks-before.json")
+    if not isinstance(facts, dict):
+        return None
+    violations = [
+        {
+            "table": v.get("table"),
+            "name": v.get("name"),
+            "expected": v.get("expected") or "—",
+            "found": f"could not run: {v['error']}"
+            if v.get("error")
+            else observed_text(v.get("observed")),
+        }
+        for v in facts.get("violations") or []
+    ]
+    return {
+        "taken_at": facts.get("taken_at"),
+        "expectations": facts.get("expectations"),
+        "absent_tables": facts.get("absent_tables") or [],
+        "violations": violations,
+        "file": f"{folder}/checks-before.json",
+    }
+
+
+def judged_evidence(record: RunRecord, folder: str) -> dict | None:
+    """The check after the apply judged against production before it: each expectation that
+    failed after the apply, with its unexpected rows at the gate, before the apply and after,
+    and whose it is (pre-existing, or the migration's: new or worse). None: judged absolutely."""
+    report = record.json(f"{folder}/validation-report.json")
+    if not isinstance(report, dict) or "judged" not in report:
+        return None
+    rows = [
+        {**j, "the_migrations": j.get("verdict") in ("new", "worse")}
+        for j in report.get("judged") or []
+        if j.get("verdict") != "ok"
+    ]
+    rows.sort(key=lambda j: not j["the_migrations"])  # the migration's first
+    return {
+        "rows": rows,
+        "preexisting": sum(j["verdict"] == "pre-existing" for j in rows),
+        "the_migrations": sum(j["the_migrations"] for j in rows),
+    }
+
+
 def diff_evidence(record: RunRecord, name: str) -> dict | None:
     """A db-diff as the page lays it out (its JSON), or its text for an older run."""
     facts = record.json(name.removesuffix(".txt") + ".json")
@@ -580,6 +635,9 @@ def step_view(
         evidence["perf"] = (
             perf_evidence(record, f"{base}production/perf", "baseline") if base else None
         )
+        evidence["already"] = (
+            already_evidence(record, f"{base}production/checks-before-apply") if base else None
+        )
     elif step.kind == "apply":
         evidence["rows"] = own_rows(record, base, target, "up")
         if target == "production":
@@ -592,6 +650,7 @@ def step_view(
             evidence["lock"]["predicted_s"] = None  # staging is measured, production predicted
     elif step.kind == "validate":
         evidence["validation"] = validation_evidence(record, f"{base}{target}/validation")
+        evidence["judged"] = judged_evidence(record, f"{base}{target}/validation")
     elif step.kind == "diff":
         evidence["change"] = diff_evidence(record, "db-diff.txt")
         evidence["drift"] = diff_evidence(record, "drift-db-diff.txt")
@@ -599,6 +658,7 @@ def step_view(
         evidence["tests"] = assignment_evidence(record, f"{target}/assignment")
     elif step.kind == "check":
         evidence["check"] = record.json("lock-and-window.json")
+        evidence["already"] = already_evidence(record, "production/checks-before-approval")
     elif step.kind == "approval":
         evidence["answer"] = record.json("approval.json")
         evidence["request"] = record.json("approval-request.json")
@@ -606,6 +666,8 @@ def step_view(
         evidence["decision"] = record.json("window-decision.json")
     elif step.kind in ("baseline", "monitor"):
         evidence["perf"] = perf_evidence(record, f"{base}{target}/perf", step.kind)
+        if step.kind == "baseline":
+            evidence["already"] = already_evidence(record, f"{base}{target}/checks-before-apply")
     elif step.kind == "rollback":
         evidence["rollback"] = rollback_evidence(record, base, target)
     return view

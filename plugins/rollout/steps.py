@@ -314,13 +314,22 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
         f"validate {target}: Great Expectations suite, catalog checks, the apply's row effects"
         + (", exact row counts (nobody writes there)" if counts else "")
     )
+    before_apply, at_gate = checks_before(run, target)
+    if before_apply is not None:
+        run.say(
+            f"validate {target}: judged against {target} before the apply: only what is new or "
+            "worse fails"
+        )
     started = time.perf_counter()
     with run.connect(target, "validate") as conn:
         rows_check = row_effects_check(conn, run.bundle)
     report = validate_target(
         run.dsn(target), run.bundle.expectations_dir, "post_migration", folder, target=target,
         row_counts=counts, extra_checks=[rows_check], data_docs=data_docs,
+        before=before_apply, at_gate=at_gate,
     )  # fmt: skip
+    for line in report.preexisting:
+        run.say(f"validate {target}: pre-existing, not the migration's: {line}")
     gx = report.gx
     run.say(
         f"validate {target}: {gx.successful}/{gx.evaluated} expectations, "
@@ -334,6 +343,7 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
         "row_effects": rows_check.detail,
         "exact_row_counts": bool(counts),
         "failures": report.failures,
+        "preexisting": report.preexisting,
     }
     if not report.success:
         raise StepFailed(
@@ -342,6 +352,48 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
             + f" (see {target}/validation/validation-report.md)"
         )
     return summary
+
+
+def check_production_data(run: Run, stage: str) -> dict:
+    """Production's suite before the apply (rollout.preexisting): what production already
+    violates, read-only and without Data Docs. `stage` "approval" for the gate to show it, or
+    "apply": right before the apply, beside the performance baseline, the "before" the check
+    after the apply is judged against. A violation is reported here, never raised."""
+    from rollout import preexisting
+
+    folder_name = {"approval": preexisting.BEFORE_APPROVAL, "apply": preexisting.BEFORE_APPLY}
+    if stage not in folder_name:
+        raise RolloutError(f"check_production_data: stage is 'approval' or 'apply', not {stage!r}")
+    folder = run.folder("production", folder_name[stage])
+    facts = preexisting.check_before(run.dsn("production"), run.bundle.expectations_dir, folder)
+    found = [preexisting.violation_line(v) for v in facts["violations"]]
+    run.say(
+        f"production before the {stage}: {facts['expectations']} expectations met"
+        + (f"; already violated: {'; '.join(found)}" if found else "")
+        + (
+            f"; not there yet: {', '.join(facts['absent_tables'])}"
+            if facts["absent_tables"]
+            else ""
+        )
+    )
+    return {"expectations": facts["expectations"], "violations": found,
+            "absent_tables": facts["absent_tables"], "taken_at": facts["taken_at"]}  # fmt: skip
+
+
+def checks_before(run: Run, target: str) -> tuple[list[dict] | None, list[dict] | None]:
+    """Production's expectations as they stood right before the apply and at the gate (each
+    None when not taken): the check after the apply is judged against the first. Staging is
+    judged as it is: nobody writes there, and its data failing stops the run before the gate."""
+    from rollout import preexisting
+
+    if target != "production":
+        return None, None
+    found = []
+    for name in (preexisting.BEFORE_APPLY, preexisting.BEFORE_APPROVAL):
+        folder = run.folder(target, name)
+        taken = folder.path(preexisting.SUMMARY).exists()
+        found.append(preexisting.read_details(folder) if taken else None)
+    return found[0], found[1]
 
 
 def row_effects_check(conn: psycopg.Connection, bundle: Any) -> CatalogCheck:

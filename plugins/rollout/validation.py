@@ -203,11 +203,15 @@ def run_suite(
     *,
     row_counts: dict[str, int] | None = None,
     data_docs: bool = True,
+    tables: list[str] | None = None,
 ) -> ValidationSummary:
     """Validate the target against one suite file (plus, with `row_counts`, an exact row count
     per table); write a summary JSON, and Data Docs unless `data_docs` is False (rendering
-    them costs more than the expectations: a fleet renders them for its canary only)."""
+    them costs more than the expectations: a fleet renders them for its canary only). With
+    `tables`, only those tables' expectations (before the apply, the new tables are not there)."""
     spec = load_suite(path)
+    if tables is not None:
+        spec["tables"] = {t: e for t, e in spec["tables"].items() if t in tables}
     for table, expectations in row_count_expectations(row_counts or {}).items():
         spec["tables"][table] = [*spec["tables"].get(table, []), *expectations]
     parameters = dict(parameters or {})
@@ -374,16 +378,33 @@ class ValidationReport:
     phase: str
     gx: ValidationSummary
     catalog: list[CatalogCheck]
+    # Each expectation against the target before the apply (rollout.preexisting), or None:
+    # judged as it is (staging, a check without a "before").
+    judged: list[Any] | None = None
+
+    @property
+    def gx_success(self) -> bool:
+        if self.judged is None:
+            return self.gx.success
+        return not any(j.the_migrations for j in self.judged)
 
     @property
     def success(self) -> bool:
-        return self.gx.success and all(c.passed for c in self.catalog)
+        return self.gx_success and all(c.passed for c in self.catalog)
 
     @property
     def failures(self) -> list[str]:
-        return self.gx.failed + [
-            f"catalog: {c.name} ({c.detail})" for c in self.catalog if not c.passed
-        ]
+        failed = (
+            self.gx.failed
+            if self.judged is None
+            else [j.line() for j in self.judged if j.the_migrations]
+        )
+        return failed + [f"catalog: {c.name} ({c.detail})" for c in self.catalog if not c.passed]
+
+    @property
+    def preexisting(self) -> list[str]:
+        """Violations production had before the apply, no worse after: reported, not failed."""
+        return [j.line() for j in self.judged or [] if j.verdict == "pre-existing"]
 
     def markdown(self, target: str) -> str:
         verdict = "passed" if self.success else "FAILED"
@@ -399,11 +420,26 @@ class ValidationReport:
             lines.append(f"- Catalog checks: {passed}/{len(self.catalog)} passed")
         if self.failures:
             lines += ["", "## Failed", ""] + [f"- {f}" for f in self.failures]
+        lines += self._preexisting_markdown()
         if self.catalog:
             lines += ["", "## Catalog checks", "", "| check | result | found |", "|---|---|---|"]
             lines += [f"| {c.name} | {'ok' if c.passed else 'FAILED'} | {c.detail.replace('|', '/')} |"
                       for c in self.catalog]  # fmt: skip
         return "\n".join(lines) + "\n"
+
+    def _preexisting_markdown(self) -> list[str]:
+        if self.judged is None:
+            return []
+        lines = ["", "## Judged against the target before the apply", ""]
+        if not self.preexisting:
+            return [*lines, "No violation was there before the apply."]
+        return [
+            *lines,
+            "Already there before the apply and no worse after (accepted on the approval, not "
+            "the migration's):",
+            "",
+            *(f"- {p}" for p in self.preexisting),
+        ]
 
 
 def validate_target(
@@ -417,9 +453,15 @@ def validate_target(
     row_counts: dict[str, int] | None = None,
     extra_checks: list[CatalogCheck] | None = None,
     data_docs: bool = True,
+    before: list[dict[str, Any]] | None = None,
+    at_gate: list[dict[str, Any]] | None = None,
 ) -> ValidationReport:
     """The GX suite of the phase plus, where the bundle has one, its catalog checks, and any
-    checks the caller made (the apply's own row effects); one report (validation-report.md)."""
+    checks the caller made (the apply's own row effects); one report (validation-report.md).
+    With `before` (each expectation's result on the target before the apply, `at_gate` when
+    the approver was asked), an expectation fails only on what is new or worse than before
+    (rollout.preexisting); the catalog checks stay absolute."""
+    from rollout import preexisting
     from rollout.db import connect
 
     out = as_artifact_dir(artifacts)
@@ -432,11 +474,17 @@ def validate_target(
     if catalog_spec.is_file():
         with connect(dsn) as conn:
             catalog += run_catalog_checks(conn, catalog_spec)
-    report = ValidationReport(phase, gx_summary, catalog)
+    judged = None
+    if before is not None:
+        after = preexisting.read_details(out, gx_summary.suite)
+        judged = preexisting.judge(after, before, at_gate)
+    report = ValidationReport(phase, gx_summary, catalog, judged)
     out.write_text("validation-report.md", report.markdown(target))
     out.write_json(
         "validation-report.json",
         {"phase": phase, "success": report.success, "failures": report.failures,
-         "gx": asdict(gx_summary), "catalog": [asdict(c) for c in catalog]},
+         "gx": asdict(gx_summary), "catalog": [asdict(c) for c in catalog],
+         **({"judged": preexisting.judgements_json(judged), "preexisting": report.preexisting}
+            if judged is not None else {})},
     )  # fmt: skip
     return report

@@ -32,6 +32,10 @@ FIXTURE_BUNDLES = Path(__file__).resolve().parents[1] / "fixtures" / "bundles"
 # ROLLOUT_MIGRATIONS_DIR names.
 LOSSY = "20251001000001"  # its up deletes an allocation the application marked for maintenance
 SLOW = "20251001000002"  # its up holds the allocations lock 10 s before COMMIT
+# Its up writes an outbox event no consumer knows, on production only (databases named
+# production_*): staging passes, and production's validation finds a violation the migration
+# made (a pre-existing one would not fail it: issue 23).
+UNKNOWN_EVENT = "20251001000003"
 TEST_BUNDLES = {
     f"{LOSSY}_loses_a_maintenance_allocation": (
         "CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public;",
@@ -40,6 +44,19 @@ TEST_BUNDLES = {
         "(SELECT id FROM public.allocations WHERE is_maintenance LIMIT 1);",
     ),
     f"{SLOW}_holds_its_lock_a_while": ("\nCOMMIT;", "\nSELECT pg_sleep(10);\nCOMMIT;"),
+    f"{UNKNOWN_EVENT}_writes_an_unknown_event_on_production": (
+        "CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public;",
+        "CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA public;\n"
+        "INSERT INTO public.capacity_outbox (event_type) SELECT 'capacity.unknown' "
+        "WHERE current_database() LIKE 'production%';",
+    ),
+}
+# What a test bundle's manifest allows beyond the real one's (so its edit reaches validation).
+TEST_MANIFESTS = {
+    f"{UNKNOWN_EVENT}_writes_an_unknown_event_on_production": (
+        "may_insert = []",
+        'may_insert = ["public.capacity_outbox"]',
+    ),
 }
 
 
@@ -58,7 +75,12 @@ def bundles_dir(tmp_path_factory) -> Path:
         assert old in up.read_text(), name
         up.write_text(up.read_text().replace(old, new, 1))
         manifest = folder / "manifest.toml"
-        manifest.write_text(f'expectations = "{VERSION}"\n' + manifest.read_text())
+        text = manifest.read_text()
+        if name in TEST_MANIFESTS:
+            allowed_before, allowed = TEST_MANIFESTS[name]
+            assert allowed_before in text, name
+            text = text.replace(allowed_before, allowed, 1)
+        manifest.write_text(f'expectations = "{VERSION}"\n' + text)
     return root
 
 
@@ -82,6 +104,7 @@ SCENARIOS = {
     "online": 3000,
     "bad_production": 3000,
     "restart": 3000,
+    "preexisting": 3000,
     # The review page's browser test makes its own runs here only when run without the
     # scenarios whose runs it reads (finished_runs).
     "review_ok": 3000,

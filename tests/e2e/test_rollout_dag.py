@@ -23,7 +23,7 @@ from rollout.ledger import history as ledger_history
 from rollout.migrations import load_bundle
 from rollout.schema import snapshot_schema
 from rollout.workload import LiveApplication
-from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, VERSION
+from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, UNKNOWN_EVENT, VERSION
 from tests.factories import freeze_new_restaurants
 from tests.target_state import migrated, outcomes, wait_until_gone
 
@@ -454,12 +454,11 @@ def test_validation_failure_on_staging_rolls_staging_back(airflow, e2e_targets, 
     assert_notified(airflow, mailbox, run_id, "failed on staging", gate=False)
 
 
-def make_run_failing_production_validation(airflow, scenario: str, production: str) -> str:
-    """A run whose production validation fails (an outbox event type no consumer knows, which
-    only production has): production rolled back, staging keeps the approved change."""
-    with db.connect(production) as conn:
-        conn.execute("INSERT INTO capacity_outbox (event_type) VALUES ('capacity.unknown')")
-    run_id, state, states = run(airflow, conf(scenario))
+def make_run_failing_production_validation(airflow, scenario: str) -> str:
+    """A run whose production validation fails (its bundle's up writes an outbox event type no
+    consumer knows, on production only: the migration's doing, where a row already there would
+    not fail it): production rolled back, staging keeps the approved change."""
+    run_id, state, states = run(airflow, conf(scenario, version=UNKNOWN_EVENT))
     assert state == "failed" and states["validate_production"] == "failed", explain(
         airflow, run_id, states
     )
@@ -468,9 +467,7 @@ def make_run_failing_production_validation(airflow, scenario: str, production: s
 
 def test_a_failed_production_validation_rolls_production_back(airflow, e2e_targets, finished_runs):
     targets = e2e_targets["bad_production"]
-    run_id = make_run_failing_production_validation(
-        airflow, "bad_production", targets["production"]
-    )
+    run_id = make_run_failing_production_validation(airflow, "bad_production")
     states = airflow.task_states(run_id)
     assert states["rollback_production"] == "success"
     assert states["monitor_production_perf"] == "upstream_failed"
@@ -479,6 +476,7 @@ def test_a_failed_production_validation_rolls_production_back(airflow, e2e_targe
     assert migrated(targets["staging"])
     failure = (artifacts(airflow, run_id) / "failures/validate_production.txt").read_text()
     assert "capacity_outbox: outbox event types are ones the consumers know" in failure
+    assert "passed before the apply" in failure  # the migration's doing, not production's past
     summary = (artifacts(airflow, run_id) / "summary.md").read_text()
     assert "rolled back in production after validate_production failed" in summary
     finished_runs["rolled back"] = run_id  # read again by test_rollout_review.py

@@ -115,8 +115,7 @@ def test_a_run_rolled_back_after_production_validation_failed(
     airflow, reviewer, finished_runs, e2e_targets
 ):
     def make() -> str:
-        production = e2e_targets["review_rollback"]["production"]
-        return make_run_failing_production_validation(airflow, "review_rollback", production)
+        return make_run_failing_production_validation(airflow, "review_rollback")
 
     run_id = finished("rolled back", finished_runs, make)
     page = open_review(airflow, reviewer, "migration_rollout", run_id, "rolled-back")
