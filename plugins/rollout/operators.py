@@ -164,7 +164,13 @@ class ProductionApproval(ApprovalOperator):
         )
 
     def execute(self, context: Any) -> Any:
+        from rollout.errors import RolloutError
+
         run = run_from_context(context)
+        try:  # nobody is asked to approve bytes other than those staging ran
+            run.require_unchanged_bundle("the approval")
+        except RolloutError as exc:
+            raise fail_task(context, exc, run.artifacts) from exc
         s = run.settings
         facts = {
             task: context["ti"].xcom_pull(task_ids=task)

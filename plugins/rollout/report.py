@@ -26,6 +26,9 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
         [
             f"**{run.bundle.path.name}** is on staging and passed its checks.",
             "",
+            f"- Bundle checksum: `{run.bundle.checksum}`: the bytes staging ran, kept in the "
+            "run's artifacts (bundle/); production applies exactly these, and a bundle folder "
+            "edited after preflight refuses the apply",
             f"- Validation on staging: {validation['expectations']} expectations, "
             f"{validation['catalog']} catalog checks passed",
             f"- Application tests on staging: {tests['line']}",

@@ -11,9 +11,10 @@ from typing import Any
 
 import psycopg
 
-from rollout import db, ledger
+from rollout import bundle_snapshot, db, ledger
 from rollout.artifacts import ArtifactDir
 from rollout.errors import TargetUnavailable
+from rollout.migrations import MigrationBundle
 from rollout.settings import RolloutSettings
 
 Progress = Callable[[str], None]
@@ -43,10 +44,26 @@ class Run:
     is_stale: ledger.StaleCheck | None = None
     # Airflow tasks: a step stops without committing when its worker process dies.
     watch_worker: bool = False
+    # Where the run's copy of its bundle lives (rollout.bundle_snapshot): the run's own folder;
+    # a fleet target's Run, with a folder of its own, keeps its run's.
+    bundle_home: ArtifactDir | None = None
+
+    def __post_init__(self) -> None:
+        if self.bundle_home is None:
+            self.bundle_home = self.artifacts
 
     @property
-    def bundle(self):
-        return self.settings.bundle
+    def bundle(self) -> MigrationBundle:
+        """The bundle this run applies: the copy its preflight kept, once it has; the folder on
+        disk (the settings') before."""
+        return bundle_snapshot.load(self.bundle_home) or self.settings.bundle
+
+    def require_unchanged_bundle(self, step: str) -> None:
+        """Refuse the step when the bundle folder was edited since preflight (BundleChanged,
+        naming both checksums); nothing is touched."""
+        bundle_snapshot.require_unchanged(
+            bundle_snapshot.load(self.bundle_home), self.settings.bundle, self.bundle_home, step
+        )
 
     def say(self, message: str) -> None:
         self.progress(message)

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from rollout import db, ledger, probes, supabase
+from rollout import bundle_snapshot, db, ledger, probes, supabase
 from rollout.artifacts import ArtifactDir, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
@@ -26,6 +26,7 @@ from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted
 from rollout.locktime import describe_tables, locked_rows
 from rollout.migrations import (
+    MigrationBundle,
     RowRulesBroken,
     ScriptRun,
     list_down_conflicts,
@@ -70,8 +71,11 @@ def _read_json(artifacts: ArtifactDir, name: str) -> Any:
 def preflight(run: Run) -> dict[str, Any]:
     """Both targets reachable, the bundle matching the ledger, no incompatible functions, nobody
     else rolling out; the "before" of each target kept for the diff and a rollback."""
-    bundle = run.bundle
-    run.say(f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}")
+    bundle = take_bundle(run)
+    run.say(
+        f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}: the bytes this run "
+        "applies, kept in its artifacts (bundle/)"
+    )
     # Four eyes: someone other than the person who triggered the run must be able to approve.
     run.say(
         f"preflight: production may be approved by {run.settings.describe_approvers(run.actor)}"
@@ -89,9 +93,19 @@ def preflight(run: Run) -> dict[str, Any]:
     return result
 
 
+def take_bundle(run: Run) -> MigrationBundle:
+    """The bundle as this run reads it now, kept in its artifacts for every later step (a
+    preflight run again keeps the first copy, refusing a folder edited since)."""
+    if bundle_snapshot.load(run.bundle_home) is None:
+        return bundle_snapshot.take(run.settings.bundle, run.bundle_home)
+    run.require_unchanged_bundle("preflight")
+    return run.bundle
+
+
 def preflight_target(run: Run, target: str) -> dict[str, Any]:
     """One target: reachable, its ledger matching the bundle, no function the migration would
     break, nobody else rolling out there; its row counts and (not yet applied) schema kept."""
+    run.require_unchanged_bundle(f"preflight {target}")  # a fleet's target, waves later
     bundle = run.bundle
     with run.connect(target, "preflight") as conn:
         ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)  # until this session ends
@@ -173,7 +187,10 @@ def apply_target(
     live one while the application writes and swaps it in under a short lock (rollout.online).
     A re-run after success is a no-op that says so. The up runs only as the bundle the ledger
     would record; what it does to existing rows is checked against its manifest before COMMIT.
-    A failure leaves the target unchanged (the transaction rolled back) and is recorded."""
+    A failure leaves the target unchanged (the transaction rolled back) and is recorded. The
+    bytes applied are the run's copy of the bundle; a folder edited since preflight refuses the
+    apply before the target is touched."""
+    run.require_unchanged_bundle(f"apply {target}")
     bundle, s = run.bundle, run.settings
     with run.connect(target, "apply") as conn, WorkerWatch(conn, enabled=run.watch_worker) as watch:
         ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)
@@ -302,6 +319,7 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
     the manifest, everywhere; exact row counts too where nobody writes (staging, unless
     staging_has_writers). On a live production, counts taken before the apply prove nothing.
     Data Docs are rendered unless `data_docs` is False (a fleet's targets past its canary)."""
+    run.require_unchanged_bundle(f"validate {target}")
     folder = run.folder(target, "validation")
     before = run.folder(target, "before")
     quiet = target == "staging" and not run.settings.staging_has_writers
@@ -400,6 +418,7 @@ def run_assignment_tests(run: Run) -> dict:
     staging, in synthetic tenants they make and remove; a bundle that names none has none."""
     from rollout.paths import PROJECT_ROOT
 
+    run.require_unchanged_bundle("application tests")
     suite = run.bundle.manifest.application_tests
     if suite is None:
         line = "none: the bundle names no application tests"
@@ -474,6 +493,7 @@ def check_before_approval(
     here, for the approver to read; online, its plan (the table's size, the free disk) too.
     The decision and its numbers (with `basis`, what the prediction scaled) are kept in
     lock-and-window.json."""
+    run.require_unchanged_bundle("the check before the approval")
     s = run.settings
     facts: dict[str, Any] = {"predicted_lock_s": round(predicted_lock_s, 3),
                              "lock_budget_s": s.lock_budget_s, "window": s.window.describe(),
