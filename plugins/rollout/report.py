@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollout import ledger
+from rollout import bundle_snapshot, ledger
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.errors import RolloutError
 from rollout.locktime import describe_tables
@@ -89,6 +89,7 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
         "outcome.json", {"outcome": outcome, "states": states, "targets": targets}
     )
     head = [f"- **{target}**: {story}" for target, story in targets.items()]
+    head += bundle_lines(run)
     approval = approval_record(run.artifacts)
     if approval:
         head.append(f"- **Approval**: {approval}")
@@ -98,6 +99,22 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     )  # fmt: skip
     run.say(f"report: {outcome}; {len(files)} artifacts")
     return {"outcome": outcome, "artifacts": files, "targets": targets}
+
+
+def bundle_lines(run: Run) -> list[str]:
+    """Which bytes the run applied, and the edit a step refused if the folder changed."""
+    lines = [
+        f"- **Bundle**: {run.bundle.path.name}, checksum `{run.bundle.checksum[:12]}` (the copy "
+        "preflight kept in bundle/: what staging ran, the approval is for and production applies)"
+    ]
+    changed = bundle_snapshot.mismatch(run.bundle_home)
+    if changed:
+        lines.append(
+            f"- **Bundle edited after preflight**: {changed['step']} found checksum "
+            f"`{changed['on_disk'][:12]}` on disk, not `{changed['approved'][:12]}`; refused, "
+            "nothing touched (a new run rolls the edit out)"
+        )
+    return lines
 
 
 def keep_ledger(run: Run, target: str) -> None:

@@ -832,6 +832,7 @@ def page_context(record: RunRecord) -> dict:
         "plan": plan,
         "gates": gates,
         "ledgers": ledgers,
+        "mismatch": record.json("bundle-mismatch.json"),
         "approval": {
             "answer": record.json("approval.json"),
             "request": record.json("approval-request.json"),
