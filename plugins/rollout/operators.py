@@ -70,6 +70,10 @@ def run_step(step: Any, context: Any, *args: Any, run: Run | None = None, **kwar
     except RolloutError as exc:
         log.info("%s: failed after %.1f s", task_id, time.monotonic() - started)
         raise fail_task(context, exc, run.artifacts if run else None) from exc
+    except Exception as exc:
+        # A reason kept for an unexpected error too: a failed task without one was killed.
+        keep_reason(context, "failures", f"unexpected error: {type(exc).__name__}: {exc}")
+        raise
     log.info("%s: done in %.1f s", task_id, time.monotonic() - started)
     return result
 

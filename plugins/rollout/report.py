@@ -9,7 +9,7 @@ from typing import Any
 
 from rollout import bundle_snapshot, ledger
 from rollout.artifacts import ArtifactDir, list_tree
-from rollout.errors import RolloutError
+from rollout.errors import RolloutError, reason_or_killed
 from rollout.locktime import describe_tables
 from rollout.run import TARGETS, Run
 
@@ -77,17 +77,17 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     outcome = run_outcome(states)
     table = ["| task | state | notes |", "|---|---|---|"]
     for task, state in states.items():
-        table.append(
-            f"| {task} | {state} | {_note(task_note(run.artifacts, task) or facts.get(task))} |"
-        )
+        note = reason_or_killed(task, state, task_note(run.artifacts, task)) or facts.get(task)
+        table.append(f"| {task} | {state} | {_note(note)} |")
     targets = {
         target: target_story(run, target, states.get(f"apply_{target}")) for target in TARGETS
     }
     for target in TARGETS:
         keep_ledger(run, target)
-    run.artifacts.write_json(
-        "outcome.json", {"outcome": outcome, "states": states, "targets": targets}
-    )
+    facts_kept = {"outcome": outcome, "states": states, "targets": targets}
+    if outcome == NOTHING_TO_DO:
+        facts_kept["nothing_to_do"] = task_note(run.artifacts, "preflight")
+    run.artifacts.write_json("outcome.json", facts_kept)
     head = [f"- **{target}**: {story}" for target, story in targets.items()]
     head += bundle_lines(run)
     approval = approval_record(run.artifacts)
@@ -255,8 +255,16 @@ def headline_artifacts(files: list[str]) -> list[str]:
     return [f for f in files if "/data-docs/" not in f or f.endswith("data-docs/index.html")]
 
 
+# A run whose version was applied on every target already: its preflight skipped the rest.
+NOTHING_TO_DO = "nothing to do: already applied on every target"
+# The outcomes a run ends successfully with; any other fails the run.
+ENDED_WELL = ("succeeded", NOTHING_TO_DO)
+
+
 def run_outcome(states: dict[str, str]) -> str:
     """One phrase for how the run ended, from its tasks' states."""
+    if states.get("preflight") == "skipped":
+        return NOTHING_TO_DO
     failed = [t for t, s in states.items() if s == "failed"]
     first = f" after {failed[0]} failed" if failed else ""
     if states.get("rollback_production") == "success":

@@ -70,7 +70,8 @@ def _read_json(artifacts: ArtifactDir, name: str) -> Any:
 
 def preflight(run: Run) -> dict[str, Any]:
     """Both targets reachable, the bundle matching the ledger, no incompatible functions, nobody
-    else rolling out; the "before" of each target kept for the diff and a rollback."""
+    else rolling out; the "before" of each target kept for the diff and a rollback. A version
+    applied on both already says so (`nothing_to_do`): the run has nothing to ask or change."""
     bundle = take_bundle(run)
     run.say(
         f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}: the bytes this run "
@@ -90,6 +91,15 @@ def preflight(run: Run) -> dict[str, Any]:
     )  # fmt: skip
     for target in TARGETS:
         result[target] = preflight_target(run, target)
+    if all(result[target]["applied"] for target in TARGETS):
+        # A second trigger of an applied version (queued behind max_active_runs, say): it
+        # would re-run staging's checks and ask a person about a change already made.
+        result["nothing_to_do"] = (
+            f"{bundle.version} (checksum {bundle.checksum[:12]}) is applied on every target "
+            "already: " + "; ".join(f"{t}: {result[t]['state']}" for t in TARGETS)
+            + ". Nothing to do: no step runs and nobody is asked to approve"
+        )  # fmt: skip
+        run.say(f"preflight: {result['nothing_to_do']}")
     return result
 
 
@@ -271,6 +281,35 @@ def apply_target(
         "apply_mode": mode,
         **({"online": result.online} if result.online else {}),
     }
+
+
+def record_killed_apply(run: Run, target: str) -> str | None:
+    """An apply whose task process died (it kept no reason): the attempt written to the ledger,
+    which it could not do itself, and why there is nothing to roll back. None when the apply
+    committed before its process died: that is this run's change, for the rollback to undo."""
+    with run.connect(target, "rollback") as conn:
+        ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)  # the dead one's has gone
+        ledger.ensure_ledger(conn)
+        state = ledger.version_state(conn, run.bundle.version)
+        if state.applied and state.run_id == run.run_id:
+            return None
+        closed = any(
+            r["run_id"] == run.run_id and r["direction"] == "up" and r["version"] == state.version
+            for r in ledger.history(conn)
+        )
+        if not closed:
+            _record_outcome(
+                run, conn, "up", "failed",
+                "killed: the apply's task process died before it ended; its transaction rolled "
+                "back with its session (written by the rollback, which found no outcome)",
+            )  # fmt: skip
+    why = (
+        f"{target}: nothing to roll back: this run's apply was killed before it committed (its "
+        f"task process died; the transaction rolled back with its session), so {target} is as "
+        "it was before this run; the attempt is recorded in its ledger"
+    )
+    run.say(f"rollback {why}")
+    return why
 
 
 def applied_mode(conn: psycopg.Connection, version: str) -> str:

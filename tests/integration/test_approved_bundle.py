@@ -15,6 +15,7 @@ from rollout.bundle_snapshot import BundleChanged
 from rollout.fleet import FleetSettings
 from rollout.fleet_steps import preflight_fleet, roll_out_target, target_run
 from rollout.migrations import MigrationBundle, load_bundle
+from rollout.report import NOTHING_TO_DO, run_outcome
 from rollout.schema import snapshot_schema
 from tests.target_state import ledger_rows, make_run, migrated
 
@@ -127,3 +128,21 @@ def test_a_fleet_target_refuses_a_bundle_edited_after_preflight(targets, tmp_pat
 def snapshot_schema_of(dsn: str):
     with db.connect(dsn) as conn:
         return snapshot_schema(conn)
+
+
+def test_a_version_applied_everywhere_is_nothing_to_do_at_preflight(targets, tmp_path):
+    first, _ = make_run(targets, tmp_path, "run_first")
+    steps.preflight(first)
+    assert "nothing_to_do" not in steps.preflight(first)
+    for target in ("staging", "production"):
+        steps.apply_target(first, target)
+    steps.release_leases(first)  # its report's last act
+
+    second, _ = make_run(targets, tmp_path, "run_second")
+    checked = steps.preflight(second)
+    assert "is applied on every target already" in checked["nothing_to_do"]
+    assert "staging: 20251113203000 applied at" in checked["nothing_to_do"]
+    assert "by run run_first" in checked["nothing_to_do"]
+    assert "nobody is asked to approve" in checked["nothing_to_do"]
+    assert run_outcome({"preflight": "skipped", "approve_production": "skipped"}) == NOTHING_TO_DO
+    assert [r["run_id"] for r in ledger_rows(targets["production"])] == ["run_first"]
