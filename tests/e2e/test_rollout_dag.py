@@ -20,7 +20,7 @@ from rollout import db
 from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
 from rollout.demo_rollout import follow_run
-from rollout.errors import RolloutError
+from rollout.errors import KILLED, RolloutError
 from rollout.ledger import ADVISORY_LOCK_KEY
 from rollout.ledger import history as ledger_history
 from rollout.migrations import MigrationBundle, load_bundle
@@ -373,6 +373,21 @@ def test_a_killed_apply_leaves_production_whole_and_a_rerun_converges(airflow, e
     assert state == "failed" and states["apply_production"] == "failed"
     assert states["rollback_production"] == "skipped"
     _assert_nothing_left(production)
+    # Said where a person looks: killed, not a note about some older run's rollback; the
+    # attempt in the ledger, written by the rollback since the dead process could not.
+    folder = artifacts(airflow, run_id)
+    assert not (folder / "failures/apply_production.txt").exists()
+    note = (folder / "notes/rollback_production.txt").read_text()
+    assert (
+        "this run's apply was killed before it committed" in note and "rolled back at" not in note
+    )
+    assert f"| apply_production | failed | {KILLED} |" in (folder / "summary.md").read_text()
+    page = airflow.request("GET", f"/rollout/runs/migration_rollout/{run_id}/").text
+    assert KILLED in page
+    with db.connect(production) as conn:
+        killed = [r for r in ledger_history(conn) if r["run_id"] == run_id]
+    assert [(r["direction"], r["outcome"]) for r in killed] == [("up", "failed")]
+    assert killed[0]["detail"].startswith("killed: the apply's task process died")
 
     with db.connect(production, autocommit=False) as reader:
         reader.execute("SELECT count(*) FROM allocations")  # ACCESS SHARE until rollback
