@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.diff import diff_snapshots, write_diff
+from rollout.errors import KILLED
 from rollout.probes import PerfSnapshot, ProbePlan, ProbeStats, plot_png
 from rollout.review import RunRecord, markdown_page, review_page, target_page
 
@@ -409,3 +410,22 @@ def test_a_bundle_edited_after_preflight_shows_in_red_with_both_checksums(tmp_pa
     assert "Ledger of staging (s_app)" in text and "1ed579ddac5f" in text
     assert re.search(r'<td class="bad"[^>]*><code>a785f5b7c0de</code> \(not this run', page)
     assert page.count("(not this run's)") == 1
+
+
+def test_a_step_that_failed_without_a_reason_is_named_killed_a_rejected_gate_is_not(tmp_path):
+    lay_out(tmp_path, "rejected")
+    assert KILLED not in review_page(record_of(tmp_path))  # the gate's answer says why
+    states = dict.fromkeys(STORY[:9], "success") | {"apply_production": "failed"}
+    text = text_of(review_page(record_of(tmp_path, states=states)))
+    assert f"Why it failed: {KILLED}" in text
+
+
+def test_a_version_applied_everywhere_already_says_nothing_to_do_first(tmp_path):
+    run = ArtifactDir(tmp_path)
+    why = "20251113203000 (checksum 1ed579ddac5f) is applied on every target already"
+    run.write_json("outcome.json", {
+        "outcome": "nothing to do: already applied on every target", "nothing_to_do": why,
+        "states": {"preflight": "skipped", "approve_production": "skipped"}, "targets": {}})  # fmt: skip
+    run.write_text("notes/preflight.txt", why)
+    text = text_of(review_page(record_of(tmp_path)))
+    assert text.index("Nothing to do: already applied") < text.index(why) < text.index("The story")
