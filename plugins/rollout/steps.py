@@ -106,7 +106,7 @@ def preflight(run: Run) -> dict[str, Any]:
 def take_bundle(run: Run) -> MigrationBundle:
     """The bundle as this run reads it now, kept in its artifacts for every later step (a
     preflight run again keeps the first copy, refusing a folder edited since)."""
-    if bundle_snapshot.load(run.bundle_home) is None:
+    if run.snapshot is None:
         return bundle_snapshot.take(run.settings.bundle, run.bundle_home)
     run.require_unchanged_bundle("preflight")
     return run.bundle
