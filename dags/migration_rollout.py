@@ -5,7 +5,9 @@ only tells the story and wires it):
 
 1. **preflight**: the parameters, both targets reachable, this run's lease on each (one rollout
    per database, whichever DAG), the bundle exactly as the ledger knows it, the bundle's own
-   preflight checks, the "before" of each target.
+   preflight checks, the "before" of each target. The bundle is copied into the run's artifacts:
+   every later step runs that copy, and refuses if the folder was edited since. A version applied
+   on both targets already ends the run here (skipped, "nothing to do"): nobody is asked.
 2. **apply_staging → validate_staging → capture_db_diff → run_assignment_tests**: the up on
    staging (lock retries, the ledger row and the row rules in its transaction), its suites and
    catalog checks, the schema diff and staging/production drift, the bundle's application tests.
@@ -61,7 +63,7 @@ from rollout.operators import (
     skip_task,
     window_poke,
 )
-from rollout.report import write_refused_report, write_report
+from rollout.report import ENDED_WELL, write_refused_report, write_report
 from rollout.settings import PARAM_SCHEMA
 
 with DAG(
@@ -84,9 +86,12 @@ with DAG(
     def preflight(**context) -> dict:
         try:
             settings_from_context(context)  # a bad parameter fails before any connection
-            return steps.preflight(run_from_context(context))
+            checked = steps.preflight(run_from_context(context))
         except RolloutError as exc:
             raise fail_task(context, exc) from exc
+        if "nothing_to_do" in checked:  # every step after it skipped; the report says why
+            raise skip_task(context, checked["nothing_to_do"])
+        return checked
 
     @task.sensor(poke_interval=30, mode="reschedule", timeout=8 * 24 * 3600)
     def wait_for_window(staged: dict, checked: dict, **context) -> PokeReturnValue:
@@ -163,7 +168,7 @@ with DAG(
             steps.release_leases(run)
             version = run.bundle.version
         send_outcome(context, version, summary["outcome"], summary["targets"])
-        if summary["outcome"] != "succeeded":
+        if summary["outcome"] not in ENDED_WELL:
             raise AirflowFailException(f"rollout {summary['outcome']} (see summary.md)")
         return summary
 

@@ -15,6 +15,7 @@ from rollout.airflow_run import run_or_why_not, run_started, task_states
 from rollout.artifacts import ArtifactDir
 from rollout.errors import RolloutError
 from rollout.operators import fail_task, run_step, skip_task
+from rollout.report import task_note
 from rollout.run import Run
 
 # The task that checks the window and the lock budget before anyone is asked to approve.
@@ -107,7 +108,8 @@ def rollback_or_skip(
 ) -> dict:
     """Roll back what this run applied to a target. A target whose apply never ran in this run
     is not even connected to; one its apply left unchanged, or that an earlier run migrated, is
-    left as it is, saying so (notes/<task>.txt) for the summary."""
+    left as it is, saying so (notes/<task>.txt) for the summary. An apply killed before it
+    committed gets its ledger row here, and the note says so."""
     if apply_state not in ("success", "failed"):
         raise skip_task(
             context,
@@ -116,6 +118,13 @@ def rollback_or_skip(
             folder,
         )
     try:
+        if (
+            apply_state == "failed"
+            and task_note(folder or run.artifacts, f"apply_{target}") is None
+        ):
+            killed = steps.record_killed_apply(run, target)  # no reason kept: its process died
+            if killed is not None:
+                raise skip_task(context, killed, folder)
         result = steps.rollback_target(run, target)
     except RolloutError as exc:
         raise fail_task(context, exc, folder) from exc

@@ -27,6 +27,7 @@ from rollout.steps import (
     preflight_target,
     release_leases,
     rollback_target,
+    take_bundle,
     validate,
 )
 
@@ -43,8 +44,9 @@ BEFORE_PRODUCTION = (
 def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, str]) -> dict:
     """Before anything runs: staging's preflight, and every production target answering (its
     connection was resolved by the caller: a missing one has failed already). The largest
-    target's row count sizes the approval's predicted lock."""
-    bundle = run.bundle
+    target's row count sizes the approval's predicted lock. The bundle is kept in the run's
+    artifacts here: every target of every wave applies that copy."""
+    bundle = take_bundle(run)
     run.say(
         f"fleet preflight: {bundle.path.name}, {len(settings.targets)} production targets in "
         f"{len(settings.waves)} waves; approved by {run.settings.describe_approvers(run.actor)}"

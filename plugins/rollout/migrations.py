@@ -80,11 +80,7 @@ class MigrationBundle:
     @cached_property
     def checksum(self) -> str:
         """sha256 over every file of the bundle (path and content), in name order."""
-        digest = hashlib.sha256()
-        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
-            digest.update(file.relative_to(self.path).as_posix().encode() + b"\0")
-            digest.update(file.read_bytes() + b"\0")
-        return digest.hexdigest()
+        return checksum_of(read_files(self.path))
 
     def body(self, direction: str) -> str:
         """The statements of up.sql or down.sql without their BEGIN/COMMIT wrapper."""
@@ -96,6 +92,24 @@ class MigrationBundle:
                 "`COMMIT;`, each on a line of its own"
             )
         return match.group("body")
+
+
+def read_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a bundle folder, read once: {relative path: bytes}, in name order."""
+    return {
+        file.relative_to(folder).as_posix(): file.read_bytes()
+        for file in sorted(p for p in folder.rglob("*") if p.is_file())
+    }
+
+
+def checksum_of(files: dict[str, bytes]) -> str:
+    """A bundle's checksum from its files as read_files orders them (the order every ledger's
+    checksum was taken in): sha256 over each path and content."""
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(name.encode() + b"\0")
+        digest.update(data + b"\0")
+    return digest.hexdigest()
 
 
 def _strip_leading_comments(text: str) -> str:

@@ -70,6 +70,10 @@ def run_step(step: Any, context: Any, *args: Any, run: Run | None = None, **kwar
     except RolloutError as exc:
         log.info("%s: failed after %.1f s", task_id, time.monotonic() - started)
         raise fail_task(context, exc, run.artifacts if run else None) from exc
+    except Exception as exc:
+        # A reason kept for an unexpected error too: a failed task without one was killed.
+        keep_reason(context, "failures", f"unexpected error: {type(exc).__name__}: {exc}")
+        raise
     log.info("%s: done in %.1f s", task_id, time.monotonic() - started)
     return result
 
@@ -164,7 +168,13 @@ class ProductionApproval(ApprovalOperator):
         )
 
     def execute(self, context: Any) -> Any:
+        from rollout.errors import RolloutError
+
         run = run_from_context(context)
+        try:  # nobody is asked to approve bytes other than those staging ran
+            run.require_unchanged_bundle("the approval")
+        except RolloutError as exc:
+            raise fail_task(context, exc, run.artifacts) from exc
         s = run.settings
         facts = {
             task: context["ti"].xcom_pull(task_ids=task)
@@ -239,6 +249,7 @@ class WaveApproval(ApprovalOperator):
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from rollout.errors import RolloutError
         from rollout.fleet import wave_summary
 
         settings = fleet_from_context(context)
@@ -248,6 +259,11 @@ class WaveApproval(ApprovalOperator):
             raise AirflowSkipException(f"the plan has no wave {self.wave}")
         if not settings.approve_each_wave:
             raise AirflowSkipException("approve_each_wave is off: the wave starts by itself")
+        run = run_from_context(context)
+        try:  # a later wave is asked about the bytes the canary ran, or not at all
+            run.require_unchanged_bundle(f"wave {self.wave}'s approval")
+        except RolloutError as exc:
+            raise fail_task(context, exc, run.artifacts) from exc
         previous = wave_summary(plan, self.wave - 1, task_states(context))
         dag_run = context["dag_run"]
         waves = len(settings.waves)
@@ -256,8 +272,8 @@ class WaveApproval(ApprovalOperator):
         )
         self.body = "\n".join(
             [
-                f"Wave {self.wave - 1} of the rollout of **{settings.rollout.bundle.path.name}** "
-                "is done:",
+                f"Wave {self.wave - 1} of the rollout of **{run.bundle.path.name}** (checksum "
+                f"`{run.bundle.checksum[:12]}`, the bytes every wave applies) is done:",
                 "",
                 *(f"- {conn_id}: {state}" for conn_id, state in previous.items()),
                 "",
@@ -269,6 +285,6 @@ class WaveApproval(ApprovalOperator):
             ]
         )
         self.response_timeout = dt.timedelta(hours=settings.rollout.approval_timeout_h)
-        self.assigned_users = assigned_users(settings.rollout, run_from_context(context).actor)
+        self.assigned_users = assigned_users(settings.rollout, run.actor)
         log.info("approval requested: %s", self.subject)
         return super().execute(context)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollout import ledger
+from rollout import bundle_snapshot, ledger
 from rollout.artifacts import ArtifactDir, list_tree
-from rollout.errors import RolloutError
+from rollout.errors import RolloutError, reason_or_killed
 from rollout.locktime import describe_tables
 from rollout.run import TARGETS, Run
 
@@ -26,6 +26,9 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
         [
             f"**{run.bundle.path.name}** is on staging and passed its checks.",
             "",
+            f"- Bundle checksum: `{run.bundle.checksum}`: the bytes staging ran, kept in the "
+            "run's artifacts (bundle/); production applies exactly these, and a bundle folder "
+            "edited after preflight refuses the apply",
             f"- Validation on staging: {validation['expectations']} expectations, "
             f"{validation['catalog']} catalog checks passed",
             f"- Application tests on staging: {tests['line']}",
@@ -96,18 +99,19 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     outcome = run_outcome(states)
     table = ["| task | state | notes |", "|---|---|---|"]
     for task, state in states.items():
-        table.append(
-            f"| {task} | {state} | {_note(task_note(run.artifacts, task) or facts.get(task))} |"
-        )
+        note = reason_or_killed(task, state, task_note(run.artifacts, task)) or facts.get(task)
+        table.append(f"| {task} | {state} | {_note(note)} |")
     targets = {
         target: target_story(run, target, states.get(f"apply_{target}")) for target in TARGETS
     }
     for target in TARGETS:
         keep_ledger(run, target)
-    run.artifacts.write_json(
-        "outcome.json", {"outcome": outcome, "states": states, "targets": targets}
-    )
+    facts_kept = {"outcome": outcome, "states": states, "targets": targets}
+    if outcome == NOTHING_TO_DO:
+        facts_kept["nothing_to_do"] = task_note(run.artifacts, "preflight")
+    run.artifacts.write_json("outcome.json", facts_kept)
     head = [f"- **{target}**: {story}" for target, story in targets.items()]
+    head += bundle_lines(run)
     approval = approval_record(run.artifacts)
     if approval:
         head.append(f"- **Approval**: {approval}")
@@ -117,6 +121,22 @@ def write_report(run: Run, states: dict[str, str], facts: dict[str, Any]) -> dic
     )  # fmt: skip
     run.say(f"report: {outcome}; {len(files)} artifacts")
     return {"outcome": outcome, "artifacts": files, "targets": targets}
+
+
+def bundle_lines(run: Run) -> list[str]:
+    """Which bytes the run applied, and the edit a step refused if the folder changed."""
+    lines = [
+        f"- **Bundle**: {run.bundle.path.name}, checksum `{run.bundle.checksum[:12]}` (the copy "
+        "preflight kept in bundle/: what staging ran, the approval is for and production applies)"
+    ]
+    changed = bundle_snapshot.mismatch(run.bundle_home)
+    if changed:
+        lines.append(
+            f"- **Bundle edited after preflight**: {changed['step']} found checksum "
+            f"`{changed['on_disk'][:12]}` on disk, not `{changed['approved'][:12]}`; refused, "
+            "nothing touched (a new run rolls the edit out)"
+        )
+    return lines
 
 
 def keep_ledger(run: Run, target: str) -> None:
@@ -257,8 +277,16 @@ def headline_artifacts(files: list[str]) -> list[str]:
     return [f for f in files if "/data-docs/" not in f or f.endswith("data-docs/index.html")]
 
 
+# A run whose version was applied on every target already: its preflight skipped the rest.
+NOTHING_TO_DO = "nothing to do: already applied on every target"
+# The outcomes a run ends successfully with; any other fails the run.
+ENDED_WELL = ("succeeded", NOTHING_TO_DO)
+
+
 def run_outcome(states: dict[str, str]) -> str:
     """One phrase for how the run ended, from its tasks' states."""
+    if states.get("preflight") == "skipped":
+        return NOTHING_TO_DO
     failed = [t for t, s in states.items() if s == "failed"]
     first = f" after {failed[0]} failed" if failed else ""
     if states.get("rollback_production") == "success":

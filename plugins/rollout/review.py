@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup
 
+from rollout.errors import reason_or_killed
 from rollout.markdown_html import render_markdown
 
 Reader = Callable[[str], "str | None"]
@@ -178,7 +179,10 @@ class RunRecord:
         states = dict(kept.get("states") or {})
         if kept:  # the report wrote it, then failed the run unless it succeeded
             states.setdefault(
-                "report", "success" if kept.get("outcome") == "succeeded" else "failed"
+                "report",
+                "success"
+                if kept.get("outcome") == "succeeded" or kept.get("nothing_to_do")
+                else "failed",
             )
         return states
 
@@ -198,7 +202,9 @@ def first_failure(record: RunRecord, order: list[str], base: str = "") -> tuple[
     states = record.task_states()
     for task in order:
         if states.get(task) == "failed":
-            return task, reason_of(record, task, base) or "it gave no reason"
+            return task, reason_or_killed(task, "failed", reason_of(record, task, base)) or (
+                "it gave no reason"
+            )
     return None
 
 
@@ -241,6 +247,8 @@ def verdict(record: RunRecord) -> Verdict:
     if fleet is not None:
         return _fleet_verdict(record, fleet, states)
     targets = [f"{t}: {story}" for t, story in (outcome.get("targets") or {}).items()]
+    if outcome.get("nothing_to_do"):
+        return Verdict("succeeded", "Nothing to do: already applied", [outcome["nothing_to_do"]])
     failed = first_failure(record, order)
     reason = [f"{failed[0]} failed: {failed[1]}"] if failed else []
     if outcome.get("outcome") == "succeeded":
@@ -625,7 +633,7 @@ def step_view(
     short = step.task.rsplit(".", 1)[-1]
     failure = record.text(f"{base}failures/{short}.txt")
     note = record.text(f"{base}notes/{short}.txt")
-    view["failure"] = failure.strip() if failure else None
+    view["failure"] = reason_or_killed(step.task, state, failure.strip() if failure else None)
     view["note"] = note.strip() if note else None
     target = step.target
     evidence = view["evidence"]
@@ -894,6 +902,7 @@ def page_context(record: RunRecord) -> dict:
         "plan": plan,
         "gates": gates,
         "ledgers": ledgers,
+        "mismatch": record.json("bundle-mismatch.json"),
         "approval": {
             "answer": record.json("approval.json"),
             "request": record.json("approval-request.json"),

@@ -11,9 +11,10 @@ from typing import Any
 
 import psycopg
 
-from rollout import db, ledger
+from rollout import bundle_snapshot, db, ledger
 from rollout.artifacts import ArtifactDir
 from rollout.errors import TargetUnavailable
+from rollout.migrations import MigrationBundle
 from rollout.settings import RolloutSettings
 
 Progress = Callable[[str], None]
@@ -43,10 +44,35 @@ class Run:
     is_stale: ledger.StaleCheck | None = None
     # Airflow tasks: a step stops without committing when its worker process dies.
     watch_worker: bool = False
+    # Where the run's copy of its bundle lives (rollout.bundle_snapshot): the run's own folder;
+    # a fleet target's Run, with a folder of its own, keeps its run's.
+    bundle_home: ArtifactDir | None = None
+    # The copy, once read (verified against its checksum once per process).
+    _snapshot: MigrationBundle | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.bundle_home is None:
+            self.bundle_home = self.artifacts
 
     @property
-    def bundle(self):
-        return self.settings.bundle
+    def snapshot(self) -> MigrationBundle | None:
+        """The copy of the bundle this run's preflight kept, or None before preflight."""
+        if self._snapshot is None:
+            self._snapshot = bundle_snapshot.load(self.bundle_home)
+        return self._snapshot
+
+    @property
+    def bundle(self) -> MigrationBundle:
+        """The bundle this run applies: the copy its preflight kept, once it has; the folder on
+        disk (the settings') before."""
+        return self.snapshot or self.settings.bundle
+
+    def require_unchanged_bundle(self, step: str) -> None:
+        """Refuse the step when the bundle folder was edited since preflight (BundleChanged,
+        naming both checksums); nothing is touched."""
+        bundle_snapshot.require_unchanged(
+            self.snapshot, self.settings.bundle, self.bundle_home, step
+        )
 
     def say(self, message: str) -> None:
         self.progress(message)

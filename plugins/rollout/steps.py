@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from rollout import db, ledger, probes, supabase
+from rollout import bundle_snapshot, db, ledger, probes, supabase
 from rollout.artifacts import ArtifactDir, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
@@ -26,6 +26,7 @@ from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted
 from rollout.locktime import describe_tables, locked_rows
 from rollout.migrations import (
+    MigrationBundle,
     RowRulesBroken,
     ScriptRun,
     list_down_conflicts,
@@ -69,9 +70,13 @@ def _read_json(artifacts: ArtifactDir, name: str) -> Any:
 
 def preflight(run: Run) -> dict[str, Any]:
     """Both targets reachable, the bundle matching the ledger, no incompatible functions, nobody
-    else rolling out; the "before" of each target kept for the diff and a rollback."""
-    bundle = run.bundle
-    run.say(f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}")
+    else rolling out; the "before" of each target kept for the diff and a rollback. A version
+    applied on both already says so (`nothing_to_do`): the run has nothing to ask or change."""
+    bundle = take_bundle(run)
+    run.say(
+        f"preflight: {bundle.path.name}, checksum {bundle.checksum[:12]}: the bytes this run "
+        "applies, kept in its artifacts (bundle/)"
+    )
     # Four eyes: someone other than the person who triggered the run must be able to approve.
     run.say(
         f"preflight: production may be approved by {run.settings.describe_approvers(run.actor)}"
@@ -86,12 +91,31 @@ def preflight(run: Run) -> dict[str, Any]:
     )  # fmt: skip
     for target in TARGETS:
         result[target] = preflight_target(run, target)
+    if all(result[target]["applied"] for target in TARGETS):
+        # A second trigger of an applied version (queued behind max_active_runs, say): it
+        # would re-run staging's checks and ask a person about a change already made.
+        result["nothing_to_do"] = (
+            f"{bundle.version} (checksum {bundle.checksum[:12]}) is applied on every target "
+            "already: " + "; ".join(f"{t}: {result[t]['state']}" for t in TARGETS)
+            + ". Nothing to do: no step runs and nobody is asked to approve"
+        )  # fmt: skip
+        run.say(f"preflight: {result['nothing_to_do']}")
     return result
+
+
+def take_bundle(run: Run) -> MigrationBundle:
+    """The bundle as this run reads it now, kept in its artifacts for every later step (a
+    preflight run again keeps the first copy, refusing a folder edited since)."""
+    if run.snapshot is None:
+        return bundle_snapshot.take(run.settings.bundle, run.bundle_home)
+    run.require_unchanged_bundle("preflight")
+    return run.bundle
 
 
 def preflight_target(run: Run, target: str) -> dict[str, Any]:
     """One target: reachable, its ledger matching the bundle, no function the migration would
     break, nobody else rolling out there; its row counts and (not yet applied) schema kept."""
+    run.require_unchanged_bundle(f"preflight {target}")  # a fleet's target, waves later
     bundle = run.bundle
     with run.connect(target, "preflight") as conn:
         ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)  # until this session ends
@@ -173,7 +197,10 @@ def apply_target(
     live one while the application writes and swaps it in under a short lock (rollout.online).
     A re-run after success is a no-op that says so. The up runs only as the bundle the ledger
     would record; what it does to existing rows is checked against its manifest before COMMIT.
-    A failure leaves the target unchanged (the transaction rolled back) and is recorded."""
+    A failure leaves the target unchanged (the transaction rolled back) and is recorded. The
+    bytes applied are the run's copy of the bundle; a folder edited since preflight refuses the
+    apply before the target is touched."""
+    run.require_unchanged_bundle(f"apply {target}")
     bundle, s = run.bundle, run.settings
     with run.connect(target, "apply") as conn, WorkerWatch(conn, enabled=run.watch_worker) as watch:
         ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)
@@ -256,6 +283,35 @@ def apply_target(
     }
 
 
+def record_killed_apply(run: Run, target: str) -> str | None:
+    """An apply whose task process died (it kept no reason): the attempt written to the ledger,
+    which it could not do itself, and why there is nothing to roll back. None when the apply
+    committed before its process died: that is this run's change, for the rollback to undo."""
+    with run.connect(target, "rollback") as conn:
+        ledger.take_rollout_lock(conn, target, ROLLOUT_LOCK_WAIT_S)  # the dead one's has gone
+        ledger.ensure_ledger(conn)
+        state = ledger.version_state(conn, run.bundle.version)
+        if state.applied and state.run_id == run.run_id:
+            return None
+        closed = any(
+            r["run_id"] == run.run_id and r["direction"] == "up" and r["version"] == state.version
+            for r in ledger.history(conn)
+        )
+        if not closed:
+            _record_outcome(
+                run, conn, "up", "failed",
+                "killed: the apply's task process died before it ended; its transaction rolled "
+                "back with its session (written by the rollback, which found no outcome)",
+            )  # fmt: skip
+    why = (
+        f"{target}: nothing to roll back: this run's apply was killed before it committed (its "
+        f"task process died; the transaction rolled back with its session), so {target} is as "
+        "it was before this run; the attempt is recorded in its ledger"
+    )
+    run.say(f"rollback {why}")
+    return why
+
+
 def applied_mode(conn: psycopg.Connection, version: str) -> str:
     """How the version's last committed apply went here: online or locking (the ledger row's
     session says; rows written before apply_mode existed were locking)."""
@@ -302,6 +358,7 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
     the manifest, everywhere; exact row counts too where nobody writes (staging, unless
     staging_has_writers). On a live production, counts taken before the apply prove nothing.
     Data Docs are rendered unless `data_docs` is False (a fleet's targets past its canary)."""
+    run.require_unchanged_bundle(f"validate {target}")
     folder = run.folder(target, "validation")
     before = run.folder(target, "before")
     quiet = target == "staging" and not run.settings.staging_has_writers
@@ -452,6 +509,7 @@ def run_assignment_tests(run: Run) -> dict:
     staging, in synthetic tenants they make and remove; a bundle that names none has none."""
     from rollout.paths import PROJECT_ROOT
 
+    run.require_unchanged_bundle("application tests")
     suite = run.bundle.manifest.application_tests
     if suite is None:
         line = "none: the bundle names no application tests"
@@ -526,6 +584,7 @@ def check_before_approval(
     here, for the approver to read; online, its plan (the table's size, the free disk) too.
     The decision and its numbers (with `basis`, what the prediction scaled) are kept in
     lock-and-window.json."""
+    run.require_unchanged_bundle("the check before the approval")
     s = run.settings
     facts: dict[str, Any] = {"predicted_lock_s": round(predicted_lock_s, 3),
                              "lock_budget_s": s.lock_budget_s, "window": s.window.describe(),

@@ -110,6 +110,9 @@ SCENARIOS = {
     "review_ok": 3000,
     "review_reject": 3000,
     "review_rollback": 3000,
+    # What exactly is approved: a bundle edited after the approval; a second trigger.
+    "edited": 3000,
+    "twice": 3000,
 }
 # Every connection the stack gets carries this password (the servers trust local connections
 # and ignore it): test_secrets_sweep.py then looks for it in every artifact, log and XCom.

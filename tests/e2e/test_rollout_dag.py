@@ -3,10 +3,13 @@ the HITL REST API (the call the UI's Approve and Reject buttons make)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,10 +20,10 @@ from rollout import db
 from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
 from rollout.demo_rollout import follow_run
-from rollout.errors import RolloutError
+from rollout.errors import KILLED, RolloutError
 from rollout.ledger import ADVISORY_LOCK_KEY
 from rollout.ledger import history as ledger_history
-from rollout.migrations import load_bundle
+from rollout.migrations import MigrationBundle, load_bundle
 from rollout.schema import snapshot_schema
 from rollout.workload import LiveApplication
 from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, UNKNOWN_EVENT, VERSION
@@ -370,6 +373,21 @@ def test_a_killed_apply_leaves_production_whole_and_a_rerun_converges(airflow, e
     assert state == "failed" and states["apply_production"] == "failed"
     assert states["rollback_production"] == "skipped"
     _assert_nothing_left(production)
+    # Said where a person looks: killed, not a note about some older run's rollback; the
+    # attempt in the ledger, written by the rollback since the dead process could not.
+    folder = artifacts(airflow, run_id)
+    assert not (folder / "failures/apply_production.txt").exists()
+    note = (folder / "notes/rollback_production.txt").read_text()
+    assert (
+        "this run's apply was killed before it committed" in note and "rolled back at" not in note
+    )
+    assert f"| apply_production | failed | {KILLED} |" in (folder / "summary.md").read_text()
+    page = airflow.request("GET", f"/rollout/runs/migration_rollout/{run_id}/").text
+    assert KILLED in page
+    with db.connect(production) as conn:
+        killed = [r for r in ledger_history(conn) if r["run_id"] == run_id]
+    assert [(r["direction"], r["outcome"]) for r in killed] == [("up", "failed")]
+    assert killed[0]["detail"].startswith("killed: the apply's task process died")
 
     with db.connect(production, autocommit=False) as reader:
         reader.execute("SELECT count(*) FROM allocations")  # ACCESS SHARE until rollback
@@ -632,3 +650,112 @@ def test_a_rollback_blocked_by_data_fails_with_the_report_and_deletes_nothing(ai
     assert migrated(targets["staging"]) and outcomes(targets["staging"]) == ["applied", "refused"]
     with db.connect(targets["staging"]) as conn:
         assert conn.execute("SELECT count(*) FROM allocations").fetchone()[0] == before
+
+
+# --- what exactly is approved -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bundle_of_its_own(bundles_dir: Path, folder: str) -> Iterator[Path]:
+    """A copy of the NOTES bundle under a version of its own (older than every other, so no
+    run asking for the newest sees it), in the stack's bundles folder while the test runs:
+    a test may edit it without touching another test's bundle."""
+    source = next(bundles_dir.glob(f"{NOTES}_*"))
+    staged = bundles_dir.parent / f"staged-{folder}"
+    shutil.copytree(source, staged)
+    target = bundles_dir / folder
+    staged.rename(target)  # whole: a task listing the bundles never sees half a folder
+    try:
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def test_an_edit_after_approval_is_refused_in_production_and_shown(
+    airflow, e2e_targets, bundles_dir
+):
+    """Issue 23: approved, then one statement appended to up.sql while the run went on to the
+    window. Production's apply refuses, naming both checksums; production is untouched; the
+    summary and the review page show the mismatch."""
+    targets = e2e_targets["edited"]
+    with bundle_of_its_own(bundles_dir, "20251001000003_edited_after_approval") as folder:
+        run_id = airflow.trigger(conf("edited", version="20251001000003"))
+        airflow.wait_for_task(run_id, "approve_production", ("awaiting_input",), timeout=600)
+        up = folder / "up.sql"
+        head, _, tail = up.read_text().rpartition("COMMIT;")
+        up.write_text(
+            f"{head}ALTER TABLE public.bookings ADD COLUMN edited_after_approval int;\n"
+            f"COMMIT;{tail}"
+        )
+        edited = MigrationBundle("20251001000003", "edited_after_approval", folder).checksum
+        airflow.answer_when_settled(run_id, "Approve")
+        state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=600)
+    assert state == "failed" and states["apply_production"] == "failed", explain(
+        airflow, run_id, states
+    )
+    folder = artifacts(airflow, run_id)
+    approved = json.loads((folder / "run.json").read_text())["checksum"]
+    assert approved != edited
+    failure = (folder / "failures/apply_production.txt").read_text()
+    assert approved[:12] in failure and edited[:12] in failure and "Trigger a new run" in failure
+    # Production untouched: no ledger row of the version, neither the bundle's column nor the
+    # edit's; staging has the bytes preflight read, not the edit.
+    with db.connect(targets["production"]) as conn:
+        assert not [r for r in ledger_history(conn) if r["version"] == "20251001000003"]
+    assert _columns(targets["production"], "notes", "edited_after_approval") == set()
+    assert _columns(targets["staging"], "notes", "edited_after_approval") == {"notes"}
+    with db.connect(targets["staging"]) as conn:
+        [row] = [r for r in ledger_history(conn) if r["version"] == "20251001000003"]
+    assert row["checksum"] == approved
+    # The gate's text named the checksum approved; the summary and the review page the mismatch.
+    gate = airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
+    ).json()["hitl_details"][0]
+    assert f"Bundle checksum: `{approved}`" in gate["body"]
+    summary = (folder / "summary.md").read_text()
+    assert f"`{edited[:12]}` on disk, not `{approved[:12]}`" in summary
+    page = airflow.request("GET", f"/rollout/runs/migration_rollout/{run_id}/").text
+    assert 'id="bundle-mismatch"' in page and "The bundle was edited after preflight" in page
+    assert edited[:12] in page and approved[:12] in page
+
+
+def _columns(dsn: str, *names: str) -> set[str]:
+    with db.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = 'bookings'"
+            " AND column_name = ANY(%s)",
+            (list(names),),
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_a_second_trigger_of_an_applied_version_asks_nobody(airflow, e2e_targets, bundles_dir):
+    """Issue 23: two triggers at once. The second waits behind max_active_runs; by then the
+    version is applied on both targets: its preflight says so and the run ends there, nothing
+    re-run, nobody asked (a gate would time out in 36 s and fail this test)."""
+    targets = e2e_targets["twice"]
+    with bundle_of_its_own(bundles_dir, "20251001000004_applied_twice"):
+        params = conf("twice", version="20251001000004")
+        first = airflow.trigger(params)
+        second = airflow.trigger({**params, "approval_timeout_h": 0.01})
+        state, states = follow_run(airflow, first, lambda _m: None, timeout_s=600)
+        assert state == "success", explain(airflow, first, states)
+        state, states = follow_run(airflow, second, lambda _m: None, approve=None, timeout_s=600)
+    assert state == "success", explain(airflow, second, states)
+    assert states["preflight"] == "skipped" and states["report"] == "success"
+    assert all(states[t] == "skipped" for t in STORY[1:]), states
+    assert not airflow.request(
+        "GET", f"/api/v2/dags/migration_rollout/dagRuns/{second}/hitlDetails"
+    ).json()["hitl_details"]
+    folder = artifacts(airflow, second)
+    note = (folder / "notes/preflight.txt").read_text()
+    assert "is applied on every target already" in note and f"by run {first}" in note
+    assert json.loads((folder / "outcome.json").read_text())["outcome"] == (
+        "nothing to do: already applied on every target"
+    )
+    assert "# Rollout 20251001000004: nothing to do" in (folder / "summary.md").read_text()
+    for dsn in targets.values():
+        with db.connect(dsn) as conn:
+            rows = [r for r in ledger_history(conn) if r["version"] == "20251001000004"]
+        assert [(r["outcome"], r["run_id"]) for r in rows] == [("applied", first)]

@@ -135,7 +135,11 @@ def test_an_edited_down_is_never_executed(targets, tmp_path):
             down.read_text().replace("BEGIN;", "BEGIN;\nCREATE TABLE public.edited_down_ran ();", 1)
         )
 
-    edited, _ = make_run(targets, tmp_path, bundle=bundle_copy(tmp_path, plant_marker))
+    # A run started from the edited folder (its own artifacts: the first run's keep the bytes
+    # it applied, which its own rollback runs; tests/integration/test_approved_bundle.py).
+    edited, _ = make_run(
+        targets, tmp_path, bundle=bundle_copy(tmp_path, plant_marker), folder="run_a_edited"
+    )
     with pytest.raises(ledger.ChecksumMismatch, match=r"an edited down\.sql is never executed"):
         steps.rollback_target(edited, "staging")
     with pytest.raises(ledger.ChecksumMismatch):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.diff import diff_snapshots, write_diff
+from rollout.errors import KILLED
 from rollout.probes import PerfSnapshot, ProbePlan, ProbeStats, plot_png
 from rollout.review import RunRecord, markdown_page, review_page, target_page
 
@@ -128,7 +129,7 @@ def lay_out(root: Path, kind: str = "succeeded") -> ArtifactDir:
     rolled back after production's validation failed."""
     run = ArtifactDir(root)
     run.write_json("run.json", {"run_id": RUN, "actor": "admin", "version": VERSION,
-                                "checksum": "1ed579ddac5f0000", "window": "now for 120 min, UTC",
+                                "checksum": "1ed579ddac5f", "window": "now for 120 min, UTC",
                                 "targets": {"staging": "s_app", "production": "p_app"}})  # fmt: skip
     states = dict.fromkeys(STORY, "success") | {"rollback_staging": "skipped",
                                                 "rollback_production": "skipped"}  # fmt: skip
@@ -385,3 +386,46 @@ def test_every_page_loads_only_from_the_runs_own_routes(tmp_path):
     assert sources and not [s for s in sources if s.startswith(("http:", "https:", "//"))]
     loaded = re.findall(r'<(?:img|link)[^>]*(?:src|href)="([^"]*)"', page)
     assert sorted(loaded) == ["files/production/perf/perf-monitor.png", "static/review.css"]
+
+
+def test_a_bundle_edited_after_preflight_shows_in_red_with_both_checksums(tmp_path):
+    run = lay_out(tmp_path)
+    edited = "a785f5b7c0de"
+    run.write_json("bundle-mismatch.json", {
+        "step": "apply production", "approved": "1ed579ddac5f", "on_disk": edited,
+        "folder": "/bundles/20251113203000_capacity", "at": "2026-11-29T10:05:00+00:00"})  # fmt: skip
+    # An older run applied the version from other bytes than this run's: red in the ledger.
+    other = {**ledger_row(1, "up", "applied", run_id=LATER), "checksum": edited}
+    run.write_json("production/ledger.json", {"taken_at": "2026-11-29T10:09:00+00:00",
+                                               "rows": [other]})  # fmt: skip
+    page = review_page(record_of(tmp_path))
+    text = text_of(page)
+    assert (
+        "The bundle was edited after preflight. apply production found "
+        "/bundles/20251113203000_capacity with checksum a785f5b7c0de, not 1ed579ddac5f"
+    ) in text
+    assert text.index("edited after preflight") < text.index("The story")
+    assert 'class="failure bad" id="bundle-mismatch"' in page
+    # Every ledger row shows its checksum; one of other bytes is marked.
+    assert "Ledger of staging (s_app)" in text and "1ed579ddac5f" in text
+    assert re.search(r'<td class="bad"[^>]*><code>a785f5b7c0de</code> \(not this run', page)
+    assert page.count("(not this run's)") == 1
+
+
+def test_a_step_that_failed_without_a_reason_is_named_killed_a_rejected_gate_is_not(tmp_path):
+    lay_out(tmp_path, "rejected")
+    assert KILLED not in review_page(record_of(tmp_path))  # the gate's answer says why
+    states = dict.fromkeys(STORY[:9], "success") | {"apply_production": "failed"}
+    text = text_of(review_page(record_of(tmp_path, states=states)))
+    assert f"Why it failed: {KILLED}" in text
+
+
+def test_a_version_applied_everywhere_already_says_nothing_to_do_first(tmp_path):
+    run = ArtifactDir(tmp_path)
+    why = "20251113203000 (checksum 1ed579ddac5f) is applied on every target already"
+    run.write_json("outcome.json", {
+        "outcome": "nothing to do: already applied on every target", "nothing_to_do": why,
+        "states": {"preflight": "skipped", "approve_production": "skipped"}, "targets": {}})  # fmt: skip
+    run.write_text("notes/preflight.txt", why)
+    text = text_of(review_page(record_of(tmp_path)))
+    assert text.index("Nothing to do: already applied") < text.index(why) < text.index("The story")
