@@ -65,10 +65,14 @@ class Run:
         return dsn
 
     def connect(self, target: str, purpose: str) -> psycopg.Connection:
+        """A session of the step's own on the target; a transaction-mode pooler is refused
+        before anything is set there (rollout.pooler): the step's lock and settings would stay
+        on a server connection the application then uses."""
         return db.connect(
             self.dsn(target),
             application_name=session_name(purpose, self.run_id),
             session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
+            session_only=True,
         )
 
     def conn_id(self, target: str) -> str:
