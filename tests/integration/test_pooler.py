@@ -7,6 +7,8 @@ its server connections; each lock attempt's lock_timeout holds through the trans
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -23,14 +25,15 @@ from rollout.workload import ChurnWriters
 from tests.pooler import TRANSACTION_POOL_SIZE
 from tests.target_state import make_run, migrated
 
-# What a rollout may leave on a server connection: its advisory locks, its sessions' names.
+# What a rollout may leave on a server connection: its advisory locks, its steps' session names
+# (`rollout-<step> p<pid> <run>`).
 ADVISORY_LOCKS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 ROLLOUT_SESSIONS = (
     "SELECT coalesce(string_agg(application_name, ', '), '') FROM pg_stat_activity"
-    " WHERE datname = current_database() AND application_name LIKE 'rollout%'"
+    " WHERE datname = current_database() AND application_name LIKE 'rollout-%'"
 )
 
 
@@ -98,6 +101,20 @@ def test_a_rollout_through_the_transaction_pooler_is_refused_and_leaves_nothing(
     assert observe(seeded, ROLLOUT_SESSIONS) == ""
     with db.connect(seeded) as conn:
         assert app.check(conn) == []
+
+
+def test_rollout_migrate_up_through_the_transaction_pooler_says_what_to_use(pgbouncer, seeded):
+    """The command of issue 23, by hand: refused with the fix, exit status 2, nothing left."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout", "migrate", "up", "--dsn",
+         pgbouncer.via(seeded, "transaction")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "transaction-mode pooler" in done.stderr and "port 5432" in done.stderr
+    assert observe(seeded, "SELECT to_regnamespace('rollout') IS NULL")
+    assert observe(seeded, ADVISORY_LOCKS) == 0
+    assert observe(seeded, ROLLOUT_SESSIONS) == ""
 
 
 def test_lock_timeout_holds_per_attempt_through_the_transaction_pooler(pgbouncer, seeded):
