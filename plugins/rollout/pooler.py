@@ -116,9 +116,8 @@ def require_session(conn: psycopg.Connection, dsn: str, redacted: str) -> None:
     evidence = transaction_pooler_evidence(conn, dsn)
     if evidence:
         raise TransactionPoolerRefused(
-            f"{redacted} goes through a transaction-mode pooler ({evidence}): a rollout's "
-            "lock, settings and online apply need a session of their own, and there they would "
-            "stay on a server connection the application then uses. Nothing was set or changed. "
-            "Use the direct connection or the session pooler, port 5432 (Supabase: the direct "
-            "or session-mode connection string, not port 6543)"
+            f"{redacted} goes through a transaction-mode pooler ({evidence}), where the "
+            "rollout's lock and session settings would stay on a server connection the "
+            "application then uses. Nothing was set or changed. Use the direct connection or "
+            "the session pooler, port 5432 (Supabase: not port 6543)"
         )

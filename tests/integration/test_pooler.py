@@ -112,6 +112,7 @@ def test_rollout_migrate_up_through_the_transaction_pooler_says_what_to_use(pgbo
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "transaction-mode pooler" in done.stderr and "port 5432" in done.stderr
+    assert "lease not released" not in done.stdout  # none was taken through it
     assert observe(seeded, "SELECT to_regnamespace('rollout') IS NULL")
     assert observe(seeded, ADVISORY_LOCKS) == 0
     assert observe(seeded, ROLLOUT_SESSIONS) == ""
