@@ -5,7 +5,7 @@ UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 FLEET ?= 0
 
-.PHONY: install browser demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-noise bench-locktime
+.PHONY: install browser pgbouncer demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-noise bench-locktime
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -23,7 +23,7 @@ up: install  ## the demo databases and a local Airflow UI, to trigger and approv
 # down-stall section ran beside the e2e Airflow and its rollback step was refused the lock.
 PARALLEL ?=
 
-test: install lint browser  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
+test: install lint browser pgbouncer  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
 	@$(UV) run --frozen pytest $(PARALLEL) --durations=15
 
 test-fast: install  ## everything but the tests marked slow
@@ -37,6 +37,16 @@ browser:  ## Debian's Chromium for the browser test, where it can be installed (
 	      || echo "browser test: apt-get could not install chromium; the test is skipped, the rest runs"; \
 	  else \
 	    echo "browser test: no Chromium, and installing it needs root and apt-get (apt-get install chromium); the test is skipped, the rest runs"; \
+	  fi; }
+
+pgbouncer:  ## Debian's PgBouncer for the pooler tests, where it can be installed (root, apt-get)
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q pgbouncer >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1; } \
+	      || echo "pooler tests: apt-get could not install pgbouncer; they are skipped (they fail under CI=true)"; \
+	  else \
+	    echo "pooler tests: no PgBouncer, and installing it needs root and apt-get (apt-get install pgbouncer); they are skipped (they fail under CI=true)"; \
 	  fi; }
 
 lint: install

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rollout import db, ledger, steps
+from rollout import ledger, steps
 from rollout.artifacts import ArtifactDir
 from rollout.clusters import client_binary
 from rollout.migrations import LOCK_PHASE_MARKER, ApplyResult, ScriptRun, load_bundle
 from rollout.online import apply_online
 from rollout.paths import sql_text
-from rollout.run import Run
+from rollout.run import Run, connect_step
 from rollout.settings import RolloutSettings
 
 BENCH_SQL = Path(__file__).parent / "sql"
@@ -95,7 +95,9 @@ def online_step(dsn: str, on_phase=lambda _phase: None, **params: Any) -> ApplyR
             row_effects=done.effects.to_json(), detail="online",
         )  # fmt: skip
 
-    with db.connect(dsn, application_name="rollout-apply bench") as conn:
+    # As the step connects: a killed benchmark's session ends within the check interval,
+    # and with it its build and its locks.
+    with connect_step(dsn, "apply", "bench") as conn:
         return apply_online(
             conn, bundle, "up", retries=settings.lock_retries_policy, before_commit=record,
             on_phase=on_phase,
@@ -104,9 +106,8 @@ def online_step(dsn: str, on_phase=lambda _phase: None, **params: Any) -> ApplyR
 
 def timed_sql(dsn: str, name: str) -> float:
     """Seconds to run benchmarks/sql/<name> in a transaction that is then rolled back."""
-    with db.connect(dsn, autocommit=False) as conn:
+    with connect_step(dsn, "bench", "bench") as conn, conn.transaction(force_rollback=True):
         started = time.perf_counter()
         conn.execute(sql_text(BENCH_SQL / name).encode())
         elapsed = time.perf_counter() - started
-        conn.rollback()
     return elapsed

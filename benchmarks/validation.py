@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
-from rollout import db
 from rollout.migrations import apply_up, load_bundle
+from rollout.run import connect_step
 from rollout.seed import table_row_counts
 from rollout.validation import validate_target
 
@@ -45,7 +45,7 @@ def _validate(dsn: str, version: str, counts: dict, results: multiprocessing.Que
 def measure_validation(admin: str | None, allocations: int) -> ValidationRun:
     with seeded_database(admin, allocations) as dsn:
         bundle = load_bundle()
-        with db.connect(dsn) as conn:
+        with connect_step(dsn, "apply", "bench") as conn:  # as the apply step connects
             counts = table_row_counts(conn)
             apply_up(conn, bundle)
         # A fresh process, so its peak memory is the validation's, not this process's.

@@ -17,6 +17,7 @@ from rollout import db
 from rollout.baseline import apply_baseline
 from rollout.clusters import start_cluster, stop_cluster
 from rollout.errors import TargetUnavailable
+from tests.pooler import Pgbouncer, pgbouncer_binary, start_pgbouncer
 
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -157,3 +158,19 @@ def baseline_db(pg_server: PgServer, baseline_template: str) -> Iterator[str]:
 def fresh_db(make_database: Callable[..., str]) -> str:
     """A fresh baseline database for one test."""
     return make_database()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: PgServer) -> Iterator[Pgbouncer]:
+    """A real PgBouncer in front of pg_server, in transaction mode (a pool smaller than the
+    clients) and in session mode: `pgbouncer.via(dsn, "transaction" | "session")`. Skipped
+    where Debian's pgbouncer is not installed (`make test` installs it as root); under CI=true
+    its absence fails instead."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        message = "pgbouncer is not installed (apt-get install pgbouncer; `make test` does as root)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}: CI must run the pooler tests")
+        pytest.skip(f"{message}: the pooler tests are skipped")
+    with start_pgbouncer(binary, pg_server.admin_dsn) as bouncer:
+        yield bouncer

@@ -232,7 +232,7 @@ def cmd_lease(args: argparse.Namespace) -> int:
     if args.action == "release" and not args.run:
         raise RolloutError("lease release needs --run <run id> (`rollout lease show` names it)")
     dsn = target_dsn(args.target)
-    with db.connect(dsn, application_name="rollout-lease") as conn:
+    with db.connect(dsn, application_name="rollout-lease", session_only=True) as conn:
         holder = ledger.lease_holder(conn)
         if args.action == "show":
             print(f"{args.target}: " + (f"held by {holder.describe()}" if holder else "free"))

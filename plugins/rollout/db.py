@@ -21,13 +21,20 @@ def connect(
     *,
     autocommit: bool = True,
     session_settings: Mapping[str, str] | None = None,
+    session_only: bool = False,
     **overrides: object,
 ) -> psycopg.Connection:
     """Open a connection, or raise TargetUnavailable with a message that says what to check.
 
     Autocommit by default: a step opens its transactions explicitly (`conn.transaction()`),
     and a read never leaves one open holding locks or an old snapshot. `session_settings` are
-    set for the whole session at connect time (libpq `options`, after any the DSN has).
+    set for the whole session right after connecting (`set_config(…, false)`: PgBouncer
+    refuses libpq's `options` startup parameter).
+
+    `session_only`: the caller keeps state in the session (the rollout's steps), so a
+    transaction-mode pooler is refused (rollout.pooler.TransactionPoolerRefused) before
+    anything is set, `application_name` included: it is set after the check, not sent at
+    startup, where a pooler would keep it on its server connection.
     """
     remember_dsn(dsn)  # never to be written to an artifact (rollout.secrets)
     params: dict[str, object] = {
@@ -35,21 +42,30 @@ def connect(
         "application_name": "rollout",
     }
     params.update(overrides)
-    if session_settings:
-        try:
-            given = conninfo_to_dict(dsn).get("options") or ""
-        except psycopg.ProgrammingError:
-            given = ""
-        extra = " ".join(f"-c {name}={value}" for name, value in session_settings.items())
-        params["options"] = f"{given} {extra}".strip()
+    settings = dict(session_settings or {})
+    if session_only:
+        settings = {"application_name": str(params["application_name"]), **settings}
+        params["application_name"] = ""  # libpq sends no application_name then
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, **params)
+        conn = psycopg.connect(dsn, autocommit=True, **params)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TargetUnavailable(
             f"cannot connect to {redact(dsn)}: {reason}. Is the server running and the DSN "
             "right? (embedded clusters: `python -m rollout db start`)"
         ) from exc
+    try:
+        if session_only:
+            from rollout.pooler import require_session
+
+            require_session(conn, dsn, redact(dsn))
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        conn.autocommit = autocommit
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def redact(dsn: str) -> str:

@@ -91,17 +91,26 @@ class Run:
         return dsn
 
     def connect(self, target: str, purpose: str) -> psycopg.Connection:
-        return db.connect(
-            self.dsn(target),
-            application_name=session_name(purpose, self.run_id),
-            session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
-        )
+        return connect_step(self.dsn(target), purpose, self.run_id)
 
     def conn_id(self, target: str) -> str:
         s = self.settings
         return {"staging": s.staging_conn_id, "production": s.production_conn_id}.get(
             target, target
         )
+
+
+def connect_step(dsn: str, purpose: str, run_id: str) -> psycopg.Connection:
+    """A step's session on dsn (and a benchmark's, to apply as the steps do): named for what it
+    does, checked by the server for a dead client. A transaction-mode pooler is refused before
+    anything is set there (rollout.pooler): the step's lock and settings would stay on a server
+    connection the application then uses."""
+    return db.connect(
+        dsn,
+        application_name=session_name(purpose, run_id),
+        session_settings={"client_connection_check_interval": CLIENT_CHECK_INTERVAL},
+        session_only=True,
+    )
 
 
 def session_name(purpose: str, run_id: str) -> str:

@@ -35,6 +35,7 @@ from rollout.migrations import (
     run_script,
 )
 from rollout.online import OnlineRefused, apply_online
+from rollout.pooler import TransactionPoolerRefused
 from rollout.run import TARGETS, Run
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
@@ -176,6 +177,8 @@ def release_leases(run: Run, targets: tuple[str, ...] | list[str] = TARGETS) -> 
             with run.connect(target, "report") as conn:
                 if ledger.release_lease(conn, run.run_id):
                     released.append(target)
+        except TransactionPoolerRefused:
+            continue  # refused the same way at every step: no lease was taken through it
         except RolloutError as exc:
             run.say(f"{target}: lease not released ({exc})")
     return released

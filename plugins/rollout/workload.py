@@ -138,8 +138,19 @@ class ChurnWriters:
     window start), or None for one that must be gone (a hold's shadow allocation after the
     confirm, a cancelled booking's). `check(conn)` compares the table with that log."""
 
-    def __init__(self, dsn: str, count: int = 2, pause_s: float = 0.02, run_key: int = 11) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        count: int = 2,
+        pause_s: float = 0.02,
+        run_key: int = 11,
+        *,
+        pooled: bool = False,
+    ) -> None:
         self.dsn, self.count, self.pause_s, self.run_key = dsn, count, pause_s, run_key
+        # Through a transaction-mode pooler an application prepares no statements: the next
+        # transaction may run on a server connection that never saw them.
+        self.connect_options = {"prepare_threshold": None} if pooled else {}
         self.expected: dict = {}
         self.committed = {"book": 0, "move": 0, "cancel": 0}
         self.errors: list[str] = []
@@ -184,7 +195,9 @@ class ChurnWriters:
 
         while not self._stop.is_set():
             try:
-                with db.connect(self.dsn, application_name=f"app-churn-{index}") as conn:
+                with db.connect(
+                    self.dsn, application_name=f"app-churn-{index}", **self.connect_options
+                ) as conn:
                     while not self._stop.is_set():
                         action = draw.choice(("book", "book", "book", "move", "cancel"))
                         if action != "book" and not mine:

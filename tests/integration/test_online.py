@@ -28,6 +28,7 @@ from rollout.migrations import (
     run_check,
 )
 from rollout.online import (
+    AlreadyApplied,
     OnlineOptions,
     OnlineRefused,
     apply_online,
@@ -288,7 +289,8 @@ def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seed
     states = recorded(seeded)
     assert states.count(("swap", "done")) == 1
     killed_in = {"backfill-batch": "backfill", "catch-up-round": "catch-up"}.get(phase, "swap")
-    assert (killed_in, "started") in states  # the killed run's phase, never finished
+    assert (killed_in, "failed") in states  # the killed run's phase, closed by the re-run
+    assert not [state for state in states if state[1] == "started"], states
 
 
 def test_a_kill_after_the_swap_committed_is_finished_by_cleanup(seeded):
@@ -391,11 +393,76 @@ def test_what_depends_on_the_table_is_refused_by_name(seeded, tmp_path):
 def test_one_online_apply_at_a_time(seeded):
     with db.connect(seeded) as other, db.connect(seeded) as conn:
         other.execute("SELECT pg_advisory_lock(%s)", (ONLINE_LOCK_KEY,))
-        with pytest.raises(OnlineRefused, match="another online apply is running"):
+        with pytest.raises(ledger.TargetBusy, match="another online apply is running"):
             apply_online(conn, BUNDLE, "up")
-        with pytest.raises(OnlineRefused, match="another online apply is running"):
+        with pytest.raises(ledger.TargetBusy, match="another online apply is running"):
             cleanup(conn)
     assert not migrated(seeded)
+
+
+def test_two_online_applies_at_once_on_a_fresh_database_one_is_refused(seeded):
+    """Issue 23: on a database that never had a rollout, the second apply died on the ledger's
+    CREATE SCHEMA (UniqueViolation) instead of being refused: the guard now comes first."""
+    with db.connect(seeded) as conn:
+        assert conn.execute("SELECT to_regnamespace('rollout') IS NULL").fetchone()[0]
+    start = threading.Barrier(2)
+    refused = threading.Event()  # the winner waits in its first phase until the other is done
+    outcomes: list[object] = []
+
+    def apply() -> None:
+        try:
+            with db.connect(seeded) as conn:
+                start.wait(timeout=30)
+                result = apply_online(
+                    conn, BUNDLE, "up", retries=FAST, options=SMALL_BATCHES,
+                    on_phase=lambda phase: phase == "prepare" and refused.wait(timeout=60),
+                )  # fmt: skip
+            outcomes.append(result)
+        except Exception as exc:  # what each apply ended with is the test's finding
+            outcomes.append(exc)
+        finally:
+            refused.set()
+
+    threads = [threading.Thread(target=apply) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert isinstance(errors[0], ledger.TargetBusy), repr(errors[0])
+    assert "another online apply is running" in str(errors[0])
+    with db.connect(seeded) as conn:
+        run_check(conn, BUNDLE, "verify_up")
+        assert leftovers(conn) == []
+
+
+def test_a_rerun_after_a_kill_once_the_swap_committed_says_already_applied(seeded):
+    """Issue 23: the re-run finished the cleanup, then advised apply_mode 'locking' for a
+    migration already applied, and the killed phase stayed `started` forever."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENGINE, seeded, "validate"], stdout=subprocess.PIPE, text=True
+    )
+    for line in child.stdout:
+        if line.strip() == "validate":
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with db.connect(seeded) as conn:
+        assert wait_until_gone(conn, "rollout-online-child")
+        assert ("validate", "started") in [(r["phase"], r["status"]) for r in phases(conn)]
+        with pytest.raises(AlreadyApplied, match="already applied") as refused:
+            apply_online(conn, BUNDLE, "up", retries=FAST, options=SMALL_BATCHES)
+        assert "locking" not in str(refused.value)
+        assert "validated" in str(refused.value)  # what the killed run left, finished
+        run_check(conn, BUNDLE, "verify_up")
+        assert leftovers(conn) == []
+        rows = phases(conn)
+    assert [r for r in rows if r["status"] == "started"] == []
+    [validate] = [r for r in rows if r["phase"] == "validate"]
+    assert validate["status"] == "failed" and "interrupted" in validate["detail"]["error"]
+    [swap] = [r for r in rows if r["phase"] == "swap"]
+    assert swap["status"] == "done" and swap["detail"]["committed"] is True
 
 
 # --- the swap's lock not granted -------------------------------------------------------------

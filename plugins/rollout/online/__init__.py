@@ -3,6 +3,7 @@ while the application writes, swapped in under a short lock. See rollout.online.
 
 from rollout.online.definition import OnlineRefused
 from rollout.online.engine import (
+    AlreadyApplied,
     OnlineOptions,
     OnlinePlan,
     apply_online,
@@ -13,6 +14,7 @@ from rollout.online.engine import (
 )
 
 __all__ = [
+    "AlreadyApplied",
     "OnlineOptions",
     "OnlinePlan",
     "OnlineRefused",

@@ -190,8 +190,7 @@ class Progress:
         self.say, self.on_phase = say, on_phase
         self.operation = uuid.uuid4()
         self.timings: dict[str, float] = {}
-        with conn.transaction():
-            conn.execute(sql_text(ONLINE_SQL / "progress_schema.sql").encode())
+        self.rows: dict[str, int] = {}  # phase -> its row, the latest of that name
 
     @contextlib.contextmanager
     def phase(self, name: str, detail: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -204,6 +203,7 @@ class Progress:
                  "direction": self.direction, "table": self.table, "phase": name,
                  "detail": json.dumps(facts, default=str)},
             ).fetchone()[0]  # fmt: skip
+        self.rows[name] = row
         self.on_phase(name)
         started = time.perf_counter()
         status = "failed"
@@ -221,6 +221,20 @@ class Progress:
                     sql_text(ONLINE_SQL / "phase_end.sql").encode(),
                     {"status": status, "detail": json.dumps(facts, default=str), "id": row},
                 )
+
+    def committed(self, conn: psycopg.Connection, name: str) -> None:
+        """Mark phase `name` done in conn's transaction (the swap's own): done means committed."""
+        conn.execute(sql_text(ONLINE_SQL / "phase_committed.sql").encode(), {"id": self.rows[name]})
+
+
+def close_interrupted(conn: psycopg.Connection) -> list[str]:
+    """Phases left `started` by a process that died, closed as failed (interrupted); which.
+    Only under the online apply's lock, when no other online operation runs."""
+    if conn.execute("SELECT to_regclass('rollout.online_phase') IS NULL").fetchone()[0]:
+        return []
+    with conn.transaction():
+        closed = conn.execute(sql_text(ONLINE_SQL / "close_interrupted.sql").encode()).fetchall()
+    return [f"{phase} of operation {operation}" for operation, phase in closed]
 
 
 def phases(conn: psycopg.Connection, operation: uuid.UUID | None = None) -> list[dict]:
@@ -260,7 +274,14 @@ def cleanup(
     Safe to run any time no online apply is running (the rollout lock sees to that)."""
     require_no_transaction(conn, "online cleanup")
     with _one_at_a_time(conn):
-        return _cleanup(conn, retries or LockRetries(), say)
+        return _closed(conn, say) + _cleanup(conn, retries or LockRetries(), say)
+
+
+def _closed(conn: psycopg.Connection, say: Say) -> list[str]:
+    closed = close_interrupted(conn)
+    if closed:
+        say(f"online: phases interrupted by an earlier run's end, closed: {', '.join(closed)}")
+    return [f"interrupted phases closed ({', '.join(closed)})"] if closed else []
 
 
 def _cleanup(conn: psycopg.Connection, retries: LockRetries, say: Say) -> list[str]:
@@ -398,20 +419,67 @@ def apply_online(
     table = online_table(bundle)
     _, lock_phase = split_lock_phase(bundle.body(direction))
     started = time.perf_counter()
-    ledger.ensure_ledger(conn)
+    # The guard before any catalog change: two applies on a database that never had a rollout
+    # would both create the ledger's schema, and one would die on it instead of being refused.
     with _one_at_a_time(conn):
+        ledger.ensure_ledger(conn)
+        with conn.transaction():
+            conn.execute(sql_text(ONLINE_SQL / "progress_schema.sql").encode())
+        closed = _closed(conn, say)
+        how = already_done(conn, bundle, direction, table)
+        if how is not None:
+            finished = closed + _cleanup(conn, retries, say)
+            state = "applied" if direction == "up" else "rolled back"
+            raise AlreadyApplied(
+                f"online {direction}: {bundle.version} is already {state} here ({how}); "
+                + (f"finished what that run left: {'; '.join(finished)}" if finished
+                   else "nothing was left to finish")
+                + ". Nothing else to do"
+            )  # fmt: skip
         return _apply(conn, bundle, direction, table, lock_phase, started, options, retries,
                       settings, say, before_commit, keep_export, on_phase, keep_going)  # fmt: skip
+
+
+class AlreadyApplied(RolloutError):
+    """The online operation asked for is already done here (a re-run, e.g. after a kill once
+    its swap had committed); what it left was finished, nothing else changed."""
+
+
+def already_done(
+    conn: psycopg.Connection, bundle: MigrationBundle, direction: str, table: str
+) -> str | None:
+    """How we know `bundle`'s `direction` is already done here, or None: the ledger's last
+    committed apply or rollback of the version says so, or the last online swap that committed
+    on `table` was this one and no ledger row since says otherwise."""
+    state = ledger.version_state(conn, bundle.version)
+    if state.at is not None and state.applied == (direction == "up"):
+        return state.describe()
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        swap = cur.execute(
+            sql_text(ONLINE_SQL / "last_swap.sql").encode(), {"table": table}
+        ).fetchone()
+    if swap is None or (swap["version"], swap["direction"]) != (bundle.version, direction):
+        return None
+    if state.at is not None and state.at > swap["finished_at"]:
+        return None  # a later apply or rollback of the version, recorded in the ledger
+    return (
+        f"its online swap committed at {swap['finished_at']:%Y-%m-%d %H:%M:%S %Z}, "
+        f"operation {swap['operation']}"
+    )
 
 
 @contextlib.contextmanager
 def _one_at_a_time(conn: psycopg.Connection) -> Iterator[None]:
     """One online apply per database at a time (its cleanup would undo another's work), held by
-    this session: a killed process's session ends, and with it the lock."""
+    this session: a killed process's session ends, and with it the lock. Taken before anything
+    is created; refused with TargetBusy, naming the session that holds it."""
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", (ONLINE_LOCK_KEY,)).fetchone()[0]:
-        raise OnlineRefused(
-            "another online apply is running on this database (it holds the online apply's "
-            "advisory lock): wait for it to end"
+        holder = conn.execute(
+            sql_text(ledger.LEDGER_DIR / "lock_holder.sql").encode(), {"key": ONLINE_LOCK_KEY}
+        ).fetchone()[0]
+        raise ledger.TargetBusy(
+            f"another online apply is running on this database ({holder}): wait for it to "
+            "end. Nothing was changed"
         )
     try:
         yield
@@ -440,7 +508,7 @@ def _apply(
     search_path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
 
     with progress.phase("prepare") as facts:
-        facts["cleanup"] = cleanup(conn, retries=retries, say=say)
+        facts["cleanup"] = _cleanup(conn, retries, say)
         plan = plan_online(conn, bundle)
         facts.update(total_bytes=plan.total_bytes, rows=plan.estimated_rows,
                      free_bytes=plan.free_bytes)  # fmt: skip
@@ -657,6 +725,7 @@ def _build_and_swap(
         whole = dataclasses.replace(done, seconds=time.perf_counter() - started)
         if before_commit:
             before_commit(c, whole)
+        progress.committed(c, "swap")
 
     def catch_up_while_waiting(seconds: float) -> None:
         """Between the swap's attempts: keep the copy close, so the next attempt has little
@@ -716,7 +785,7 @@ def _finish(
                     "it is enforced for new rows; rollout.online.cleanup validates it later")  # fmt: skip
     with progress.phase("retire"):
         try:
-            cleanup(conn, retries=retries, say=say)
+            _cleanup(conn, retries, say)
         except (LockNotGranted, psycopg.Error) as exc:
             say(f"online: the old table is still in {RETIRED_SCHEMA} ({exc}); "
                 "rollout.online.cleanup drops it later")  # fmt: skip
@@ -734,7 +803,7 @@ def _after_failure(
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
     try:
-        cleanup(conn, retries=retries, say=say)
+        _cleanup(conn, retries, say)
     except (RolloutError, psycopg.Error) as cleanup_exc:
         say(f"online: stopped ({exc}); cleanup did not finish ({cleanup_exc}): the next online "
             "apply or rollout.online.cleanup removes what is left")  # fmt: skip
