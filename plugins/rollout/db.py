@@ -7,8 +7,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
+from rollout.dsn import SECRET_PARAMS, parse_dsn
 from rollout.errors import RolloutError, TargetUnavailable
 from rollout.paths import sql_text
 from rollout.secrets import remember_dsn
@@ -28,7 +29,10 @@ def connect(
     Autocommit by default: a step opens its transactions explicitly (`conn.transaction()`),
     and a read never leaves one open holding locks or an old snapshot. `session_settings` are
     set for the whole session at connect time (libpq `options`, after any the DSN has).
+    A malformed DSN is MalformedDsn, one line (callers that know where it came from check it
+    first with rollout.dsn.check_dsn, naming the flag or connection).
     """
+    given_params = parse_dsn(dsn)
     remember_dsn(dsn)  # never to be written to an artifact (rollout.secrets)
     params: dict[str, object] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
@@ -36,10 +40,7 @@ def connect(
     }
     params.update(overrides)
     if session_settings:
-        try:
-            given = conninfo_to_dict(dsn).get("options") or ""
-        except psycopg.ProgrammingError:
-            given = ""
+        given = given_params.get("options") or ""
         extra = " ".join(f"-c {name}={value}" for name, value in session_settings.items())
         params["options"] = f"{given} {extra}".strip()
     try:
@@ -53,25 +54,26 @@ def connect(
 
 
 def redact(dsn: str) -> str:
-    """The DSN with any password masked, for messages and logs."""
+    """The DSN with its password and client key path masked, for messages and logs."""
     try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+        params = parse_dsn(dsn)
+    except RolloutError:
         return "<unparsable DSN>"
-    if params.get("password"):
-        params["password"] = "***"
+    for name in SECRET_PARAMS:
+        if params.get(name):
+            params[name] = "***"
     return make_conninfo(**params)
 
 
 def with_database(dsn: str, dbname: str) -> str:
     """The same server and credentials, another database."""
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     params["dbname"] = dbname
     return make_conninfo(**params)
 
 
 def with_user(dsn: str, user: str) -> str:
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     params["user"] = user
     params.pop("password", None)
     return make_conninfo(**params)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
+from rollout.dsn import MalformedDsn, check_dsn
 from rollout.errors import TargetUnavailable
-from rollout.secrets import remember
+from rollout.secrets import remember, remember_dsn
 
 # Connection extras that libpq understands and a hosted database may need.
 LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "options", "target_session_attrs")
@@ -46,7 +48,13 @@ def resolve_target(conn_id: str) -> str:
     if conn.extra_dejson.get("iam"):
         conn = _with_iam_token(conn_id, conn)
     remember(conn.password)  # never to be written to an artifact (rollout.secrets)
-    return dsn_from_connection(conn)
+    source = f"the Airflow connection {conn_id!r}"
+    try:
+        dsn = dsn_from_connection(conn)
+    except psycopg.ProgrammingError as exc:  # an extra libpq refuses, e.g. a stray quote
+        raise MalformedDsn(f"{source}: {' '.join(str(exc).split())}; fix its fields") from None
+    remember_dsn(dsn)  # its client key path, too
+    return check_dsn(dsn, source)
 
 
 def _with_iam_token(conn_id: str, conn: Any) -> Any:
