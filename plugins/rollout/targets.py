@@ -13,7 +13,10 @@ from rollout.errors import TargetUnavailable
 from rollout.secrets import remember, remember_dsn
 
 # Connection extras that libpq understands and a hosted database may need.
-LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "options", "target_session_attrs")
+LIBPQ_EXTRAS = (
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslnegotiation",
+    "options", "target_session_attrs",
+)  # fmt: skip
 
 
 def dsn_from_connection(conn: Any) -> str:
