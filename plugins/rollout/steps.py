@@ -278,12 +278,12 @@ def _step_bounds(
     lock budget (no lock over the budget is ever applied to production)."""
     role = RoleTimeouts.read(conn)  # before anything is set: what the role's sessions get
     if statement_timeout_s:
-        bounds, what = Bounds(statement_timeout_s), "the lock phase (from the predicted lock)"
+        bounds, basis = Bounds(statement_timeout_s), "sized from the predicted lock"
     else:
         budget = run.settings.lock_budget_s
         bounds = Bounds(production_statement_timeout(budget))
-        what = f"the lock phase ({STATEMENT_TIMEOUT_FACTOR:g}x the lock budget {budget:g} s)"
-    run.say(f"{step} {target}: {bounds.describe(role, what)}")
+        basis = f"{STATEMENT_TIMEOUT_FACTOR:g}x the lock budget {budget:g} s"
+    run.say(f"{step} {target}: {bounds.describe(role, 'the lock phase', basis)}")
     return bounds.settings()
 
 

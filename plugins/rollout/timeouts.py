@@ -75,16 +75,19 @@ class Bounds:
             "idle_in_transaction_session_timeout": f"{round(self.idle_in_transaction_s * 1000)}ms",
         }
 
-    def describe(self, role: RoleTimeouts, what: str) -> str:
-        """e.g. "statement_timeout 900 s for the lock phase (the role's default 30 s would cut
-        a lock phase that long); idle_in_transaction_session_timeout 60 s (the role's 10 s)"."""
+    def describe(self, role: RoleTimeouts, what: str, basis: str) -> str:
+        """e.g. "statement_timeout 900 s for the lock phase, 3x the lock budget 300 s (the
+        role's default 30 s would cut it); idle_in_transaction_session_timeout 60 s (the
+        role's default: 10 s)"."""
         role_statement = role.statement_timeout_s
-        if role_statement is not None and role_statement < self.statement_timeout_s:
+        if role_statement is None:
+            why = "the role sets none"
+        elif role_statement < self.statement_timeout_s:
             why = f"the role's default {role_statement:g} s would cut it"
         else:
-            why = f"the role's default: {_seconds_text(role_statement)}"
+            why = f"the role's default is {role_statement:g} s"
         return (
-            f"statement_timeout {self.statement_timeout_s:g} s for {what} ({why}); "
+            f"statement_timeout {self.statement_timeout_s:g} s for {what}, {basis} ({why}); "
             f"idle_in_transaction_session_timeout {self.idle_in_transaction_s:g} s (the role's "
             f"default: {_seconds_text(role.idle_in_transaction_s)})"
         )

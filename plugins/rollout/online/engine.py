@@ -566,7 +566,8 @@ def _build_and_swap(
     build = Bounds(ONLINE_BUILD_TIMEOUT_S)
     build_bounds = build.settings()
     role = RoleTimeouts.read(conn)
-    say(f"online {direction}: {build.describe(role, 'each build on the copy')}")
+    say(f"online {direction}: "
+        + build.describe(role, "each build on the copy", "a runaway's bound: the copy only"))  # fmt: skip
     with progress.phase("build") as facts:
         for statement in target.of(*AFTER_BACKFILL):
             keep_going()
