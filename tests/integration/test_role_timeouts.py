@@ -156,3 +156,23 @@ def test_the_gate_says_whether_the_predicted_lock_fits_the_roles_defaults(
     assert facts["predicted_phase_cut"] is False
     assert "the online build (predicted 12.0 s) fits under it" in line
     assert "each build sets statement_timeout 14400 s, the swap 60 s" in line
+
+
+def test_the_online_apply_sets_its_own_bounds_under_the_roles_defaults(
+    pg_server, role_target, tmp_path
+):
+    """The online path (its many short transactions, the build, the swap, its rollback) runs
+    under short role defaults and says what its build sets; 500 rows build in less than the
+    role's 0.5 s, so this shows the bounds said and nothing cut, not a build outlasting it."""
+    dsn, role = role_target
+    _set_role_defaults(pg_server.admin_dsn, role, "500ms", "200ms")
+    run, said = make_run({"staging": dsn, "production": dsn}, tmp_path, lock_retries=0)
+    applied = steps.apply_target(run, "staging", mode="online")
+    assert applied["apply_mode"] == "online" and migrated(dsn)
+    assert any(
+        "statement_timeout 14400 s for each build on the copy" in line
+        and "the role's default 0.5 s would cut it" in line
+        for line in said
+    ), said
+    rolled = steps.rollback_target(run, "staging")
+    assert rolled["action"] == "rolled_back" and not migrated(dsn)
