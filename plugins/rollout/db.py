@@ -12,7 +12,7 @@ from psycopg.conninfo import make_conninfo
 from rollout.dsn import SECRET_PARAMS, parse_dsn
 from rollout.errors import RolloutError, TargetUnavailable
 from rollout.paths import sql_text
-from rollout.secrets import remember_dsn
+from rollout.secrets import remember_dsn, scrub_text
 
 CONNECT_TIMEOUT_S = 5
 
@@ -47,6 +47,9 @@ def connect(
         return psycopg.connect(dsn, autocommit=autocommit, **params)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq names the files it could not use (a client key's path among them): scrubbed,
+        # as the message goes to task logs and failure notes.
+        reason = scrub_text(reason)
         raise TargetUnavailable(
             f"cannot connect to {redact(dsn)}: {reason}. Is the server running and the DSN "
             "right? (embedded clusters: `python -m rollout db start`)"

@@ -82,6 +82,11 @@ def test_the_server_takes_tls_only_and_checks_who_it_is(tls_server, tls_targets)
     other_ca = CertificateAuthority(_folder_beside(tls_server, "other-ca"))
     with pytest.raises(TargetUnavailable, match="SSL error"):
         db.connect(tls_server.dsn("tls_staging", sslrootcert=str(other_ca.issued.cert)))
+    # A client key libpq cannot read: the message says so without saying where it lies.
+    missing_key = f"/nonexistent/{uuid.uuid4().hex}/client.key"
+    with pytest.raises(TargetUnavailable, match="private key") as refused:
+        db.connect(tls_server.dsn("tls_staging", sslkey=missing_key))
+    assert missing_key not in str(refused.value)
     # verify-full checks the name: the certificate is for localhost and 127.0.0.1 only.
     with pytest.raises(TargetUnavailable, match="does not match host name"):
         db.connect(tls_server.dsn("tls_staging", host="db.example", hostaddr="127.0.0.1"))
