@@ -3,6 +3,7 @@ turns one into the libpq DSN the rest of the project takes."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import psycopg
@@ -42,6 +43,14 @@ def resolve_target(conn_id: str) -> str:
     try:
         conn = Connection.get(conn_id)
     except AirflowNotFoundException:
+        variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+        if os.environ.get(variable):  # set, but Airflow could not read it
+            raise MalformedDsn(
+                f"{variable}: Airflow cannot read it as a connection: write it as a URI "
+                "(postgresql://user:password@host:5432/dbname?sslmode=verify-full, "
+                "percent-encoding special characters) or as JSON with conn_type, host, port, "
+                "login, password, schema and extra"
+            ) from None
         raise TargetUnavailable(
             f"the Airflow connection {conn_id!r} is not defined: add it under Admin > Connections "
             f"(type postgres), or set AIRFLOW_CONN_{conn_id.upper()} to its URI or JSON"

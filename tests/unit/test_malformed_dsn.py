@@ -81,3 +81,17 @@ def test_redact_masks_the_password_and_the_client_key_path():
     shown = db.redact("host=h dbname=d password=pw sslkey=/secret/client.key sslmode=verify-full")
     assert "pw" not in shown.replace("password", "") and "/secret" not in shown
     assert "sslmode=verify-full" in shown
+
+
+def test_the_dags_connection_resolution_names_an_unreadable_variable(monkeypatch):
+    from rollout.airflow_run import MissingTarget, dsn_or_why_not
+
+    monkeypatch.setenv("AIRFLOW_CONN_BOOKING_BAD", "postgresql://u:pw-xyz@db:notaport/booking")
+    why = dsn_or_why_not("booking_bad")  # the first step that connects fails with this
+    assert isinstance(why, MissingTarget)
+    assert why.startswith("AIRFLOW_CONN_BOOKING_BAD: Airflow cannot read it")
+    assert "pw-xyz" not in why and "\n" not in why
+    monkeypatch.setenv("AIRFLOW_CONN_BOOKING_BAD", "postgresql://u:pw-xyz@db:5432/booking")
+    assert (
+        dsn_or_why_not("booking_bad") == "host=db port=5432 user=u password=pw-xyz dbname=booking"
+    )
