@@ -3,6 +3,7 @@ Airflow connection's variable, ROLLOUT_<NAME>_DSN), never a traceback or the pas
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -95,3 +96,15 @@ def test_the_dags_connection_resolution_names_an_unreadable_variable(monkeypatch
     assert (
         dsn_or_why_not("booking_bad") == "host=db port=5432 user=u password=pw-xyz dbname=booking"
     )
+
+
+def test_a_malformed_rollout_test_dsn_stops_the_test_run_in_one_line():
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/unit/test_window.py", "-q", "-p", "no:cacheprovider"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ROLLOUT_TEST_DSN": "postgresql://h/db?sslmode"},
+    )  # fmt: skip
+    assert completed.returncode == pytest.ExitCode.USAGE_ERROR
+    output = completed.stdout + completed.stderr
+    assert "Traceback" not in output
+    assert "ERROR: ROLLOUT_TEST_DSN: not a PostgreSQL connection string" in output
