@@ -98,7 +98,6 @@ def _folder_beside(tls_server: TlsServer, name: str) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_every_step_runs_over_verify_full_and_no_secret_is_written(
     tls_server, tls_targets, tmp_path
 ):
