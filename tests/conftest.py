@@ -16,6 +16,7 @@ import pytest
 from rollout import db
 from rollout.baseline import apply_baseline
 from rollout.clusters import start_cluster, stop_cluster
+from rollout.dsn import MalformedDsn, check_dsn
 from rollout.errors import TargetUnavailable
 from tests.pooler import Pgbouncer, pgbouncer_binary, start_pgbouncer
 
@@ -37,12 +38,29 @@ def _probe(dsn: str) -> int | None:
         return None
 
 
+def _malformed_test_dsn() -> str | None:
+    """What is wrong with ROLLOUT_TEST_DSN, if it does not parse: pytest_configure says it in
+    one line (raised at import, it would be a traceback)."""
+    explicit = os.environ.get("ROLLOUT_TEST_DSN", "").strip()
+    if explicit and explicit.lower() != "none":
+        try:
+            check_dsn(explicit, "ROLLOUT_TEST_DSN")
+        except MalformedDsn as exc:
+            return str(exc)
+    return None
+
+
+MALFORMED_TEST_DSN = _malformed_test_dsn()
+
+
 def _discover_external() -> tuple[list[tuple[str, str]], str]:
     """([(label, dsn)], one line saying what was found)."""
     explicit = os.environ.get("ROLLOUT_TEST_DSN", "").strip()
     if explicit.lower() == "none":
         return [], "ROLLOUT_TEST_DSN=none: SQL suites run on the embedded PostgreSQL 18 only"
     dsn = explicit or LOCAL_SERVER_DSN
+    if MALFORMED_TEST_DSN:
+        return [], MALFORMED_TEST_DSN
     major = _probe(dsn)
     if major is None:
         if explicit:
@@ -59,6 +77,13 @@ def _discover_external() -> tuple[list[tuple[str, str]], str]:
 
 
 EXTERNAL_SERVERS, EXTERNAL_NOTE = _discover_external()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if MALFORMED_TEST_DSN:
+        raise pytest.UsageError(MALFORMED_TEST_DSN)
+
+
 SERVER_LABELS = ["embedded-pg18", *(label for label, _ in EXTERNAL_SERVERS)]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from rollout.airflow_paths import run_artifacts
 from rollout.artifacts import ArtifactDir
+from rollout.dsn import MalformedDsn
 from rollout.errors import TargetUnavailable
 from rollout.fleet import FleetSettings
 from rollout.run import Run
@@ -91,7 +92,7 @@ def dsn_or_why_not(conn_id: str) -> str:
     connects fails with it, and the report and rollbacks still run."""
     try:
         return resolve_target(conn_id)
-    except TargetUnavailable as exc:
+    except (TargetUnavailable, MalformedDsn) as exc:  # a connection its fields make unusable
         return MissingTarget(str(exc))
 
 

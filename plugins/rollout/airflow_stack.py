@@ -412,10 +412,12 @@ def free_port() -> int:
 
 
 def connection_json(dsn: str) -> str:
-    """An Airflow connection (JSON form) for a libpq DSN."""
-    from psycopg.conninfo import conninfo_to_dict
+    """An Airflow connection (JSON form) for a libpq DSN; its TLS parameters (sslmode,
+    sslrootcert, sslcert, sslkey, ...) as the extras rollout.targets reads back."""
+    from rollout.dsn import parse_dsn
+    from rollout.targets import LIBPQ_EXTRAS
 
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     conn = {
         "conn_type": "postgres",
         "host": params.get("host"),
@@ -423,5 +425,6 @@ def connection_json(dsn: str) -> str:
         "login": params.get("user"),
         "password": params.get("password"),
         "schema": params.get("dbname"),
+        "extra": {k: params[k] for k in LIBPQ_EXTRAS if params.get(k)} or None,
     }
     return json.dumps({k: v for k, v in conn.items() if v is not None})

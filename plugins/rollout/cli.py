@@ -19,6 +19,7 @@ from rollout.baseline import apply_baseline, has_baseline
 from rollout.clusters import cluster_dsn, start_cluster, stop_cluster
 from rollout.demo import DEFAULT_ALLOCATIONS, TARGETS, prepare_target
 from rollout.diff import capture_db_diff, load_snapshot, save_snapshot
+from rollout.dsn import check_dsn
 from rollout.errors import RolloutError
 from rollout.migrations import list_down_conflicts, load_bundle, run_check
 from rollout.run import Run, default_session
@@ -266,7 +267,7 @@ def _snapshot_of(source: str):
         path = path / "schema-snapshot.json"
     if path.is_file():
         return load_snapshot(path)
-    with db.connect(source) as conn:
+    with db.connect(source) as conn:  # main checked it parses, naming its flag
         return snapshot_schema(conn)
 
 
@@ -512,11 +513,28 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def _check_dsn_flags(args: argparse.Namespace) -> None:
+    """Every connection string given on the command line parses, before anything is touched;
+    one that does not is one line naming its flag (MalformedDsn)."""
+    if getattr(args, "dsn", None) is not None:
+        check_dsn(args.dsn, "--dsn")
+    for flag in ("before", "after"):  # diff: a capture folder, a snapshot file or a DSN
+        given = getattr(args, flag, None)
+        if args.command == "diff" and given is not None and not Path(given).exists():
+            check_dsn(given, f"--{flag}")
+    if args.command in ("status", "lease"):
+        from rollout.status import target_dsn
+
+        for target in args.target if isinstance(args.target, list) else [args.target]:
+            target_dsn(target, "--target")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     _interrupt_on_sigterm()
     args = build_parser().parse_args(argv)
     try:
+        _check_dsn_flags(args)
         return args.func(args)
     except RolloutError as exc:
         print(f"rollout: {exc}", file=sys.stderr)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
+from rollout.dsn import SECRET_PARAMS, parse_dsn
 from rollout.errors import RolloutError, TargetUnavailable
 from rollout.paths import sql_text
-from rollout.secrets import remember_dsn
+from rollout.secrets import remember_dsn, scrub_text
 
 CONNECT_TIMEOUT_S = 5
 
@@ -35,7 +36,11 @@ def connect(
     transaction-mode pooler is refused (rollout.pooler.TransactionPoolerRefused) before
     anything is set, `application_name` included: it is set after the check, not sent at
     startup, where a pooler would keep it on its server connection.
+
+    A malformed DSN is MalformedDsn, one line (callers that know where it came from check it
+    first with rollout.dsn.check_dsn, naming the flag or connection).
     """
+    parse_dsn(dsn)  # a malformed DSN is MalformedDsn, one line, before anything else
     remember_dsn(dsn)  # never to be written to an artifact (rollout.secrets)
     params: dict[str, object] = {
         "connect_timeout": CONNECT_TIMEOUT_S,
@@ -50,6 +55,9 @@ def connect(
         conn = psycopg.connect(dsn, autocommit=True, **params)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq names the files it could not use (a client key's path among them): scrubbed,
+        # as the message goes to task logs and failure notes.
+        reason = scrub_text(reason)
         raise TargetUnavailable(
             f"cannot connect to {redact(dsn)}: {reason}. Is the server running and the DSN "
             "right? (embedded clusters: `python -m rollout db start`)"
@@ -69,25 +77,26 @@ def connect(
 
 
 def redact(dsn: str) -> str:
-    """The DSN with any password masked, for messages and logs."""
+    """The DSN with its password and client key path masked, for messages and logs."""
     try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
+        params = parse_dsn(dsn)
+    except RolloutError:
         return "<unparsable DSN>"
-    if params.get("password"):
-        params["password"] = "***"
+    for name in SECRET_PARAMS:
+        if params.get(name):
+            params[name] = "***"
     return make_conninfo(**params)
 
 
 def with_database(dsn: str, dbname: str) -> str:
     """The same server and credentials, another database."""
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     params["dbname"] = dbname
     return make_conninfo(**params)
 
 
 def with_user(dsn: str, user: str) -> str:
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     params["user"] = user
     params.pop("password", None)
     return make_conninfo(**params)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rollout import db
 from rollout.baseline import apply_baseline, has_baseline
 from rollout.clusters import start_cluster
+from rollout.dsn import check_dsn
 from rollout.errors import RolloutError
 from rollout.seed import seed_database, table_row_counts
 
@@ -31,7 +32,10 @@ class DemoTarget:
 
 
 def target_dsn_from_env(name: str) -> str | None:
-    return os.environ.get(f"ROLLOUT_{name.upper()}_DSN") or None
+    """ROLLOUT_<NAME>_DSN when set (MalformedDsn naming it when it does not parse), else None."""
+    variable = f"ROLLOUT_{name.upper()}_DSN"
+    given = os.environ.get(variable)
+    return check_dsn(given, variable) if given else None
 
 
 def prepare_target(

@@ -24,6 +24,7 @@ import psycopg
 
 from rollout.db import require_no_transaction
 from rollout.errors import RolloutError
+from rollout.timeouts import set_local
 
 T = TypeVar("T")
 Say = Callable[[str], None]
@@ -98,9 +99,7 @@ def with_lock_retries(
         )
         try:
             with conn.transaction():
-                conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
-                for name, value in (settings or {}).items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                set_local(conn, {"lock_timeout": timeout, **(settings or {})})
                 return work(conn, attempt)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
             # A deadlock with the application is a lock race lost like a timeout: the whole

@@ -38,6 +38,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"lock on {locked} **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
             f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
             f"- Apply mode in production: {_mode_line(facts.get('check_window_and_budget'))}",
+            *_timeouts_line(facts.get("check_window_and_budget")),
             f"- Maintenance window: {s.window.describe()}",
             f"- After the apply: queries watched for {s.monitor_period_s} s; a median over "
             f"{s.regression_threshold:g}x the baseline → {s.on_regression.replace('_', ' ')}",
@@ -80,6 +81,13 @@ def _mode_line(check: dict[str, Any] | None) -> str:
     if check.get("online_plan"):
         line += f"; {check['online_plan']}"
     return line
+
+
+def _timeouts_line(check: dict[str, Any] | None) -> list[str]:
+    """The role's timeouts against the predicted phase, and what the apply sets instead."""
+    return (
+        [f"- Timeouts in production: {check['timeouts']}"] if check and "timeouts" in check else []
+    )
 
 
 def _fleet_lines(pre: dict[str, Any]) -> list[str]:

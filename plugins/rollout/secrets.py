@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
+
+from rollout.dsn import SECRET_PARAMS, parse_dsn
 
 MASK = "***"
 # Shorter values are too likely to occur by chance in text; a password that short is a
@@ -26,17 +28,20 @@ def remember(secret: str | None) -> None:
 
 
 def remember_dsn(dsn: str) -> None:
-    """Remember the DSN's password, if it has one."""
+    """Remember the DSN's password and client key path (and its passphrase), if it has them:
+    where a key lies is nobody's business but the connection's."""
     with contextlib.suppress(Exception):  # an unparsable DSN fails where it is used
-        remember(conninfo_to_dict(dsn).get("password"))
+        params = parse_dsn(dsn)
+        for name in SECRET_PARAMS:
+            remember(params.get(name))
 
 
 def split_password(dsn: str) -> tuple[str, str | None]:
     """(the DSN without its password, the password): for a child process, which gets the
     password in its environment (PGPASSWORD) where no traceback prints it."""
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     password = params.pop("password", None)
-    remember(password)
+    remember_dsn(dsn)
     return make_conninfo(**params), password
 
 

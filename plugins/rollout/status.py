@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rollout import db, ledger, supabase
+from rollout.dsn import MalformedDsn, check_dsn
 from rollout.errors import BundleError, RolloutError
 from rollout.migrations import discover_bundles, load_bundle
 
@@ -25,11 +26,13 @@ class TargetStatus:
     disagreements: list[str] = field(default_factory=list)
 
 
-def target_dsn(target: str) -> str:
-    """A DSN as given, or an Airflow connection id read from AIRFLOW_CONN_<ID> (URI or JSON)."""
+def target_dsn(target: str, source: str = "target") -> str:
+    """A DSN as given, or an Airflow connection id read from AIRFLOW_CONN_<ID> (URI or JSON);
+    a malformed one is MalformedDsn naming `source` (the flag) or the variable."""
     if "=" in target or "://" in target:
-        return target
-    raw = os.environ.get(f"AIRFLOW_CONN_{target.upper()}")
+        return check_dsn(target, source)
+    variable = f"AIRFLOW_CONN_{target.upper()}"
+    raw = os.environ.get(variable)
     if not raw:
         raise RolloutError(
             f"{target!r} is neither a DSN nor a connection defined in AIRFLOW_CONN_{target.upper()}"
@@ -38,11 +41,18 @@ def target_dsn(target: str) -> str:
 
     from rollout.targets import dsn_from_connection
 
-    if raw.lstrip().startswith("{"):
-        conn = Connection(conn_id=target, **json.loads(raw))
-    else:
-        conn = Connection(conn_id=target, uri=raw)
-    return dsn_from_connection(conn)
+    try:
+        if raw.lstrip().startswith("{"):
+            conn = Connection(conn_id=target, **json.loads(raw))
+        else:
+            conn = Connection(conn_id=target, uri=raw)
+    except Exception as exc:  # Airflow's own parser: JSON, URI or field errors alike
+        reason = " ".join(str(exc).replace(raw, "<its value>").split())[:200]
+        raise MalformedDsn(
+            f"{variable}: not a connection URI or JSON Airflow can read ({reason}); write it as "
+            "postgresql://user:password@host:5432/dbname or as JSON with conn_type, host, ..."
+        ) from None
+    return check_dsn(dsn_from_connection(conn), variable)
 
 
 def read_status(target: str, dsn: str | None = None) -> TargetStatus:

@@ -24,7 +24,12 @@ from rollout.diff import capture_db_diff as write_db_diff
 from rollout.diff import diff_snapshots, save_snapshot, write_diff
 from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted
-from rollout.locktime import describe_tables, locked_rows
+from rollout.locktime import (
+    STATEMENT_TIMEOUT_FACTOR,
+    describe_tables,
+    locked_rows,
+    production_statement_timeout,
+)
 from rollout.migrations import (
     MigrationBundle,
     RowRulesBroken,
@@ -39,6 +44,12 @@ from rollout.pooler import TransactionPoolerRefused
 from rollout.run import TARGETS, Run
 from rollout.schema import snapshot_schema
 from rollout.seed import table_row_counts
+from rollout.timeouts import (
+    IDLE_IN_TRANSACTION_S,
+    ONLINE_BUILD_TIMEOUT_S,
+    Bounds,
+    RoleTimeouts,
+)
 from rollout.validation import validate_target
 from rollout.worker_watch import WorkerLost, WorkerWatch
 
@@ -219,9 +230,7 @@ def apply_target(
                     "applied_by": state.run_id}  # fmt: skip
         rows = locked_rows(conn, bundle.manifest.lock_tables)
         retries = s.lock_retries_policy
-        settings = {}
-        if statement_timeout_s:
-            settings["statement_timeout"] = f"{int(statement_timeout_s * 1000)}ms"
+        settings = _step_bounds(run, conn, target, "apply", statement_timeout_s)
         started_at = dt.datetime.now(dt.UTC)
         run.say(
             f"apply {target}: {rows:,} rows in {describe_tables(bundle.manifest.lock_tables)}; "
@@ -313,6 +322,28 @@ def record_killed_apply(run: Run, target: str) -> str | None:
     )
     run.say(f"rollback {why}")
     return why
+
+
+def _step_bounds(
+    run: Run,
+    conn: psycopg.Connection,
+    target: str,
+    step: str,
+    statement_timeout_s: float | None,
+) -> dict[str, str]:
+    """The statement and idle bounds the step's transactions set for themselves (the role's
+    defaults may be shorter than its lock phase: rollout.timeouts), said in its log.
+    `statement_timeout_s` is the window's, sized from the predicted lock; without one, 3x the
+    lock budget (no lock over the budget is ever applied to production)."""
+    role = RoleTimeouts.read(conn)  # before anything is set: what the role's sessions get
+    if statement_timeout_s:
+        bounds, basis = Bounds(statement_timeout_s), "sized from the predicted lock"
+    else:
+        budget = run.settings.lock_budget_s
+        bounds = Bounds(production_statement_timeout(budget))
+        basis = f"{STATEMENT_TIMEOUT_FACTOR:g}x the lock budget {budget:g} s"
+    run.say(f"{step} {target}: {bounds.describe(role, 'the lock phase', basis)}")
+    return bounds.settings()
 
 
 def applied_mode(conn: psycopg.Connection, version: str) -> str:
@@ -600,6 +631,8 @@ def check_before_approval(
             plan = online_plan(run, "production")
         decision = check_window(run, mode["window_lock_s"], run_started, now)
         facts.update(online_plan=plan, action=decision.action, reason=decision.reason)
+        role, timeouts = role_timeouts_at_gate(run, predicted_lock_s, mode)
+        facts.update(role_timeouts=role, timeouts=timeouts)
         if decision.action == "refuse":
             raise StepFailed(
                 f"{decision.reason}: nobody is asked to approve a rollout that cannot happen. "
@@ -612,10 +645,43 @@ def check_before_approval(
         run.artifacts.write_json("lock-and-window.json", facts)
     run.say(
         f"before the approval: predicted lock {predicted_lock_s:.1f} s; apply mode "
-        f"{mode['apply_mode']} ({mode['mode_reason']}); {decision.reason}"
+        f"{mode['apply_mode']} ({mode['mode_reason']}); {decision.reason}; {timeouts}"
     )
     return {"predicted_lock_s": round(predicted_lock_s, 3), "window": decision.reason, **mode,
-            "online_plan": plan}  # fmt: skip
+            "online_plan": plan, "timeouts": timeouts}  # fmt: skip
+
+
+def role_timeouts_at_gate(
+    run: Run, predicted_lock_s: float, mode: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """(the production role's timeouts, a sentence for the approver): whether the predicted
+    lock phase (or, online, the build on the copy, the same work) fits under the defaults a
+    fresh session of the migration role gets, and what the apply sets instead."""
+    try:
+        with run.connect("production", "plan") as conn:
+            role = RoleTimeouts.read(conn)
+    except RolloutError as exc:
+        return {}, f"the migration role's timeouts could not be read ({exc})"
+    bound = production_statement_timeout(mode["window_lock_s"])
+    if mode["apply_mode"] == "online":
+        phase = "the online build"
+        sets = (
+            f"each build sets statement_timeout {ONLINE_BUILD_TIMEOUT_S:g} s, the swap {bound:g} s"
+        )
+    else:
+        phase, sets = "the lock phase", f"the apply sets statement_timeout {bound:g} s"
+    verdict = "would be cut by it" if role.cuts(predicted_lock_s) else "fits under it"
+    role_statement = role.statement_timeout_s
+    line = (
+        f"the migration role's statement_timeout is "
+        f"{f'{role_statement:g} s' if role_statement else 'unset'}, its "
+        f"idle_in_transaction_session_timeout "
+        f"{f'{role.idle_in_transaction_s:g} s' if role.idle_in_transaction_s else 'unset'}: "
+        f"{phase} (predicted {predicted_lock_s:.1f} s) {verdict}; {sets} and "
+        f"idle_in_transaction_session_timeout {IDLE_IN_TRANSACTION_S:g} s in its own "
+        "transaction, so the role's defaults never cut it half-way"
+    )
+    return {**role.to_json(), "predicted_phase_cut": role.cuts(predicted_lock_s)}, line
 
 
 def online_plan(run: Run, target: str) -> str:
@@ -722,6 +788,7 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
                 "the application's owners, then roll back"
             )
         retries = run.settings.lock_retries_policy
+        settings = _step_bounds(run, conn, target, "rollback", None)
         started_at = dt.datetime.now(dt.UTC)
 
         def keep_export(table: str, data: bytes, rows: int) -> None:
@@ -750,13 +817,13 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
         try:
             if mode == "online":
                 result = apply_online(
-                    conn, bundle, "down", retries=retries, before_commit=record,
-                    keep_export=keep_export, say=say,
+                    conn, bundle, "down", retries=retries, settings=settings,
+                    before_commit=record, keep_export=keep_export, say=say,
                 )  # fmt: skip
             else:
                 result = run_script(
-                    conn, bundle, "down", retries=retries, before_commit=record,
-                    keep_export=keep_export, say=say,
+                    conn, bundle, "down", retries=retries, settings=settings,
+                    before_commit=record, keep_export=keep_export, say=say,
                 )  # fmt: skip
         except RollbackRefused as exc:
             _record_outcome(run, conn, "down", "refused", str(exc), started_at)

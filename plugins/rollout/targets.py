@@ -3,15 +3,21 @@ turns one into the libpq DSN the rest of the project takes."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
+from rollout.dsn import MalformedDsn, check_dsn
 from rollout.errors import TargetUnavailable
-from rollout.secrets import remember
+from rollout.secrets import remember, remember_dsn
 
 # Connection extras that libpq understands and a hosted database may need.
-LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "options", "target_session_attrs")
+LIBPQ_EXTRAS = (
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslnegotiation",
+    "options", "target_session_attrs",
+)  # fmt: skip
 
 
 def dsn_from_connection(conn: Any) -> str:
@@ -37,6 +43,14 @@ def resolve_target(conn_id: str) -> str:
     try:
         conn = Connection.get(conn_id)
     except AirflowNotFoundException:
+        variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+        if os.environ.get(variable):  # set, but Airflow could not read it
+            raise MalformedDsn(
+                f"{variable}: Airflow cannot read it as a connection: write it as a URI "
+                "(postgresql://user:password@host:5432/dbname?sslmode=verify-full, "
+                "percent-encoding special characters) or as JSON with conn_type, host, port, "
+                "login, password, schema and extra"
+            ) from None
         raise TargetUnavailable(
             f"the Airflow connection {conn_id!r} is not defined: add it under Admin > Connections "
             f"(type postgres), or set AIRFLOW_CONN_{conn_id.upper()} to its URI or JSON"
@@ -46,7 +60,13 @@ def resolve_target(conn_id: str) -> str:
     if conn.extra_dejson.get("iam"):
         conn = _with_iam_token(conn_id, conn)
     remember(conn.password)  # never to be written to an artifact (rollout.secrets)
-    return dsn_from_connection(conn)
+    source = f"the Airflow connection {conn_id!r}"
+    try:
+        dsn = dsn_from_connection(conn)
+    except psycopg.ProgrammingError as exc:  # an extra libpq refuses, e.g. a stray quote
+        raise MalformedDsn(f"{source}: {' '.join(str(exc).split())}; fix its fields") from None
+    remember_dsn(dsn)  # its client key path, too
+    return check_dsn(dsn, source)
 
 
 def _with_iam_token(conn_id: str, conn: Any) -> Any:

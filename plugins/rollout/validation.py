@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
-
 from rollout.artifacts import ArtifactDir, as_artifact_dir
 from rollout.catalog import CatalogCheck, run_catalog_checks
+from rollout.dsn import parse_dsn
 from rollout.errors import RolloutError
 from rollout.paths import PROJECT_ROOT
-from rollout.secrets import split_password
+from rollout.secrets import remember_dsn
 
 log = logging.getLogger(__name__)
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
@@ -175,11 +174,23 @@ def load_suite(path: Path) -> dict[str, Any]:
     return resolve(spec)
 
 
+# What sqlalchemy_url carries; connect_args carries every other libpq parameter.
+URL_PARAMS = ("host", "port", "user", "dbname")
+
+
+def connect_args(dsn: str) -> dict[str, str]:
+    """The DSN's parameters a SQLAlchemy URL does not carry (the password, TLS's sslmode,
+    sslrootcert, sslcert, sslkey, options, ...): handed to psycopg.connect as they are, so
+    Great Expectations connects exactly as the DSN says, and never repeats them in a URL."""
+    return {k: v for k, v in parse_dsn(dsn).items() if k not in URL_PARAMS}
+
+
 def sqlalchemy_url(dsn: str) -> str:
-    """The DSN as a SQLAlchemy URL for psycopg 3; a socket directory goes in the query."""
+    """The DSN's server, user and database as a SQLAlchemy URL for psycopg 3 (a socket
+    directory goes in the query); the rest goes in connect_args."""
     from sqlalchemy.engine import URL
 
-    params = conninfo_to_dict(dsn)
+    params = parse_dsn(dsn)
     host = params.get("host") or None
     query = {}
     if host and host.startswith("/"):
@@ -187,7 +198,6 @@ def sqlalchemy_url(dsn: str) -> str:
     return URL.create(
         "postgresql+psycopg",
         username=params.get("user"),
-        password=params.get("password"),
         host=host,
         port=int(params["port"]) if params.get("port") else None,
         database=params.get("dbname"),
@@ -250,12 +260,14 @@ def run_suite(
             # add_postgres would be the specific choice, but it rejects socket-directory URLs
             # (the embedded clusters'); the generic SQL source runs the same SQL.
             warnings.simplefilter("ignore", GxDatasourceWarning)
-            # The password as a connection argument, not in the URL GX may repeat somewhere.
-            bare_dsn, password = split_password(dsn)
+            # The password and TLS's files as connection arguments, not in the URL GX may
+            # repeat somewhere (remember_dsn: scrubbed from whatever it writes anyway).
+            remember_dsn(dsn)
+            extra = connect_args(dsn)
             source = context.data_sources.add_sql(
                 "target",
-                connection_string=sqlalchemy_url(bare_dsn),
-                kwargs={"connect_args": {"password": password}} if password else {},
+                connection_string=sqlalchemy_url(dsn),
+                kwargs={"connect_args": extra} if extra else {},
             )
         definitions = []
         for table, expectations in spec["tables"].items():

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rollout import db
+from rollout.dsn import check_dsn
 from rollout.migrations import apply_up, load_bundle
 from tests.factories import Tenant, make_tenant
 
@@ -22,7 +23,7 @@ if os.environ.get("ROLLOUT_ASSIGNMENT_DSN"):
 
     @pytest.fixture(scope="session")
     def target_dsn() -> str:
-        return os.environ["ROLLOUT_ASSIGNMENT_DSN"]
+        return check_dsn(os.environ["ROLLOUT_ASSIGNMENT_DSN"], "ROLLOUT_ASSIGNMENT_DSN")
 
 else:  # the project's own test run: tests/conftest.py provides databases on every server
 

@@ -294,6 +294,9 @@ def test_production_goes_online_past_the_bound_while_the_application_writes(airf
     ).json()["hitl_details"][0]
     assert "Apply mode in production: **online** (predicted lock" in gate["body"]
     assert "exceeds online_above_s 0.001 s" in gate["body"] and "the copy needs" in gate["body"]
+    # The migration role's own timeouts, read in a fresh production session, against the build.
+    assert "Timeouts in production: the migration role's statement_timeout is" in gate["body"]
+    assert "the online build (predicted" in gate["body"]
     modes = {}
     for name, dsn in targets.items():
         with db.connect(dsn) as conn:

@@ -1,6 +1,6 @@
-"""No password reaches an artifact, whatever the steps print: every DSN here carries a sentinel
-password (the test servers trust local connections and ignore it), the steps run and fail, and
-every file they wrote is searched for it."""
+"""No password or client key path reaches an artifact, whatever the steps print: every DSN here
+carries a sentinel password (the test servers trust local connections and ignore it) and a
+sentinel sslkey path, the steps run and fail, and every file they wrote is searched for both."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from rollout.settings import RolloutSettings
 from tests.factories import freeze_new_restaurants
 
 SENTINEL = f"s3ntinel-{uuid.uuid4().hex[:12]}"
+# Where a client key lies is a secret too (TLS, tests/integration/test_tls.py): a path no file
+# is at (libpq reads the key only with a client certificate, and there is none here).
+KEY_PATH = f"/nonexistent/k3y-{uuid.uuid4().hex[:12]}/client.key"
 
 
 def with_sentinel(dsn: str) -> str:
-    return make_conninfo(**{**conninfo_to_dict(dsn), "password": SENTINEL})
+    return make_conninfo(**{**conninfo_to_dict(dsn), "password": SENTINEL, "sslkey": KEY_PATH})
 
 
 def test_no_artifact_holds_a_password(make_database, tmp_path):
@@ -61,5 +64,6 @@ def test_no_artifact_holds_a_password(make_database, tmp_path):
     output = (tmp_path / "artifacts/staging/assignment/assignment-output.txt").read_text()
     assert "restaurants are frozen" in output  # the failing tests did print their story
     assert len(written) > 20
-    leaks = [str(p) for p in written if SENTINEL.encode() in p.read_bytes()]
+    leaks = [str(p) for p in written for secret in (SENTINEL, KEY_PATH)
+             if secret.encode() in p.read_bytes()]  # fmt: skip
     assert not leaks, leaks

@@ -15,6 +15,7 @@ from rollout.migrations import apply_up, load_bundle
 from rollout.seed import seed_database, table_row_counts
 from rollout.validation import (
     EXPECTATIONS_DIR,
+    connect_args,
     run_suite,
     sqlalchemy_url,
     suite_path,
@@ -144,8 +145,20 @@ def test_socket_dsns_become_sqlalchemy_urls():
     assert url == "postgresql+psycopg://postgres@/booking?host=%2Ftmp%2Fpg%2Fstaging"
     assert (
         sqlalchemy_url("postgresql://u:p@db.example:6543/x")
-        == "postgresql+psycopg://u:p@db.example:6543/x"
+        == "postgresql+psycopg://u@db.example:6543/x"
     )
+
+
+def test_the_password_and_tls_files_go_to_psycopg_as_they_are_not_in_the_url():
+    dsn = (
+        "postgresql://u:pw@db.example:5432/x?sslmode=verify-full&sslrootcert=/ca/root.crt"
+        "&sslcert=/c/client.crt&sslkey=/c/client.key"
+    )
+    assert sqlalchemy_url(dsn) == "postgresql+psycopg://u@db.example:5432/x"
+    assert connect_args(dsn) == {
+        "password": "pw", "sslmode": "verify-full", "sslrootcert": "/ca/root.crt",
+        "sslcert": "/c/client.crt", "sslkey": "/c/client.key",
+    }  # fmt: skip
 
 
 def test_one_report_with_gx_and_catalog_checks(seeded_dsn_for_report, tmp_path):

@@ -71,6 +71,7 @@ from rollout.online.definition import (
     rehearse,
 )
 from rollout.paths import sql_text
+from rollout.timeouts import ONLINE_BUILD_TIMEOUT_S, Bounds, RoleTimeouts, set_local
 
 Say = Callable[[str], None]
 OnPhase = Callable[[str], None]
@@ -628,15 +629,20 @@ def _build_and_swap(
     with progress.phase("catch-up") as facts:
         facts.update(_catch_up(conn, tables, options, keep_going, in_round))
 
+    # The build and the analyze run as long as the table is big, on the copy only: their own
+    # bound, not the role's default (30 s on a managed service would cut a 1M-row build).
+    build = Bounds(ONLINE_BUILD_TIMEOUT_S)
+    build_bounds = build.settings()
+    role = RoleTimeouts.read(conn)
+    say(f"online {direction}: "
+        + build.describe(role, "each build on the copy", "a runaway's bound: the copy only"))  # fmt: skip
     with progress.phase("build") as facts:
         for statement in target.of(*AFTER_BACKFILL):
             keep_going()
             begun = time.perf_counter()
             with conn.transaction():
-                conn.execute(
-                    "SELECT set_config('maintenance_work_mem', %s, true)",
-                    (options.maintenance_work_mem,),
-                )
+                set_local(conn, {"maintenance_work_mem": options.maintenance_work_mem,
+                                 **build_bounds})  # fmt: skip
                 conn.execute(statement.text.encode())
             facts[statement.name] = round(time.perf_counter() - begun, 3)
             say(f"online {direction}: {statement.kind} {statement.name} built on the copy in "
@@ -658,6 +664,7 @@ def _build_and_swap(
                 "same checksum)")  # fmt: skip
 
     with progress.phase("analyze"), conn.transaction():
+        set_local(conn, build_bounds)
         conn.execute(sql.SQL("ANALYZE {}").format(qualified(*tables.copy)))
 
     swap_facts: dict[str, Any] = {}
