@@ -21,12 +21,15 @@ CPU-busy neighbour process (one core spinning), as a busy production machine wou
 `--ways` picks some (naive, script, step, online).
 
 The down the same way, on clones with the up applied: `psql -f down.sql` against our rollback
-step (`rollout.steps.rollback_target`: the same lock retries, the cache exported in the down's
-own transaction, the ledger row).
+step (`rollout.steps.rollback_target`: the same lock retries, every table the down locks taken
+first in the application's order, the cache exported in the down's own transaction, the ledger
+row), with the step's lock held and attempts; `--busy` repeats it beside the CPU-busy
+neighbour; `--down-only` skips the up. Each table is headed by the machine's load average.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,6 +59,7 @@ class StallResult:
     apply_seconds: float
     writers: WriterStats
     facts: dict = field(default_factory=dict)  # the online apply's own figures
+    step: dict = field(default_factory=dict)  # the rollback step's result (lock held, attempts)
 
     def row(self) -> str:
         w = self.writers
@@ -91,7 +95,7 @@ def measure_stall(
         facts["lock_seconds"] = outcome.lock_seconds
         facts["worst_in"] = worst_stall_phase(stats, PHASES)
     PHASES.clear()
-    return StallResult(how, applied, stats, facts)
+    return StallResult(how, applied, stats, facts, outcome if isinstance(outcome, dict) else {})
 
 
 # (perf_counter, phase) as the online apply enters each phase: where its worst stall began.
@@ -143,17 +147,34 @@ def run_stall(
 DOWN_WAYS = ("psql -f down.sql", "our rollback step")
 
 
-def run_down_stall(admin: str | None, allocations: int, reader_s: float) -> list[StallResult]:
+def run_down_stall(
+    admin: str | None, allocations: int, reader_s: float, busy: bool = False
+) -> list[StallResult]:
     ways = [
         (DOWN_WAYS[0], psql_file(sql_text(load_bundle().down_path))),
         (DOWN_WAYS[1], rollback_step),
     ]
     results = []
-    for how, roll_back in ways:
-        with seeded_database(admin, allocations) as dsn:
-            production_step(dsn)  # the up first, by the same run the rollback step belongs to
-            results.append(measure_stall(dsn, how, roll_back, reader_s))
+    for neighbour in (False, True) if busy else (False,):
+        for how, roll_back in ways:
+            with seeded_database(admin, allocations) as dsn:
+                production_step(dsn)  # the up first, by the run the rollback step belongs to
+                hog = busy_neighbour() if neighbour else None
+                try:
+                    label = how + (", CPU-busy neighbour" if neighbour else "")
+                    results.append(measure_stall(dsn, label, roll_back, reader_s))
+                finally:
+                    if hog:
+                        hog.kill()
+                        hog.wait()
     return results
+
+
+def load_line() -> str:
+    """The machine's load average and cores: the figures beside it were taken on a shared
+    machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {os.cpu_count()} cores"
 
 
 def stall_table(results: list[StallResult]) -> list[str]:
@@ -172,13 +193,16 @@ def stall_table(results: list[StallResult]) -> list[str]:
             f"worst stall, ours / naive: {ours:.2f} s / {worst:.2f} s = {ratio:.2f} "
             f"(goal <= {STALL_GOAL}: {verdict})"
         )
-    naive, ours = by_how.get(DOWN_WAYS[0]), by_how.get(DOWN_WAYS[1])
-    if naive and ours:
-        mine, worst = ours.writers.max_latency, naive.writers.max_latency
-        lines.append(
-            f"the down's worst stall, ours / psql -f: {mine:.2f} s / {worst:.2f} s = "
-            f"{mine / worst if worst else float('nan'):.2f}"
-        )
+    for suffix in ("", ", CPU-busy neighbour"):
+        naive, ours = by_how.get(DOWN_WAYS[0] + suffix), by_how.get(DOWN_WAYS[1] + suffix)
+        if naive and ours:
+            mine, worst = ours.writers.max_latency, naive.writers.max_latency
+            lines.append(
+                f"the down's worst stall{suffix}, ours / psql -f: {mine:.2f} s / {worst:.2f} s = "
+                f"{mine / worst if worst else float('nan'):.2f}; ours held the lock "
+                f"{ours.step.get('lock_seconds', float('nan')):.2f} s, "
+                f"{ours.step.get('attempts')} attempt(s)"
+            )
     for r in results:
         if r.facts:
             stall = r.writers.max_latency
@@ -206,16 +230,22 @@ def main() -> None:
         "--ways", default="naive,script,step", help="comma-separated: " + ", ".join(WAYS)
     )
     parser.add_argument("--busy", action="store_true", help="also with a CPU-busy neighbour")
+    parser.add_argument("--down-only", action="store_true", help="only the down's section")
     args = parser.parse_args()
     ways = tuple(w.strip() for w in args.ways.split(",") if w.strip())
-    results = run_stall(args.dsn, args.allocations, args.reader_s, ways, args.busy)
     print(
         f"{server_label(admin_dsn(args.dsn))}, {args.allocations:,} allocations, "
-        f"reader {args.reader_s:g} s"
+        f"reader {args.reader_s:g} s",
+        flush=True,
     )
-    print("\n".join(stall_table(results)))
+    if not args.down_only:
+        results = run_stall(args.dsn, args.allocations, args.reader_s, ways, args.busy)
+        print(load_line())
+        print("\n".join(stall_table(results)), flush=True)
     print("\nThe down:")
-    print("\n".join(stall_table(run_down_stall(args.dsn, args.allocations, args.reader_s))))
+    downs = run_down_stall(args.dsn, args.allocations, args.reader_s, args.busy)
+    print(load_line())
+    print("\n".join(stall_table(downs)))
 
 
 if __name__ == "__main__":
