@@ -32,13 +32,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from applies import online_step, production_step, psql_file, rollback_step, seed_migration_sql
+from applies import (
+    BENCH_SQL,
+    online_step,
+    production_step,
+    psql_file,
+    rollback_step,
+    seed_migration_sql,
+)
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
+from rollout import db
 from rollout.migrations import load_bundle
 from rollout.paths import sql_text
 from rollout.workload import BookingWriters, LongReader, WriterStats
@@ -60,6 +69,17 @@ class StallResult:
     writers: WriterStats
     facts: dict = field(default_factory=dict)  # the online apply's own figures
     step: dict = field(default_factory=dict)  # the rollback step's result (lock held, attempts)
+    waits: frozenset = frozenset()  # (waiter, blocker) roles seen waiting: what happened
+    failed: str = ""  # how a `psql -f` way failed, as that way may (a deadlock)
+
+    def happened(self) -> str:
+        """What happened, not how long: the apply's outcome and who waited for whom."""
+        said = lambda yes: "yes" if yes else "no"  # noqa: E731
+        return (
+            f"{self.how}: {'failed, ' + self.failed if self.failed else 'done'}; it waited "
+            f"behind the report: {said(('apply', 'report') in self.waits)}; writers waited "
+            f"behind it: {said(('writer', 'apply') in self.waits)}"
+        )
 
     def row(self) -> str:
         w = self.writers
@@ -75,6 +95,47 @@ def busy_neighbour() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def role(application_name: str) -> str:
+    """writer, report or apply: which side of the benchmark a session is."""
+    if application_name.startswith("bench-writer"):
+        return "writer"
+    return "report" if application_name == "bench-long-reader" else "apply"
+
+
+class LockWaits:
+    """Who waited for whom (pg_blocking_pids, sampled every `every_s` from a session of its
+    own) while an apply runs: the roles' pairs, so a result says what happened, not how long."""
+
+    def __init__(self, dsn: str, every_s: float = 0.05) -> None:
+        self.dsn, self.every_s = dsn, every_s
+        self.pairs: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> LockWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _sample(self) -> None:
+        query = sql_text(BENCH_SQL / "lock_waits.sql").encode()
+        with db.connect(self.dsn, application_name="bench-lock-waits") as conn:
+            while not self._stop.is_set():
+                for waiter, blocker in conn.execute(query).fetchall():
+                    self.pairs.add((role(waiter), role(blocker)))
+                self._stop.wait(self.every_s)
+
+
+def psql_error(stderr: str) -> str:
+    """psql's ERROR line (without its file:line prefix), or its last line."""
+    lines = stderr.strip().splitlines() or ["no output"]
+    error = next((line for line in lines if "ERROR:" in line), lines[-1])
+    return error[error.find("ERROR:") :] if "ERROR:" in error else error
+
+
 def measure_stall(
     dsn: str, how: str, apply: Callable[[str], object], reader_s: float, warmup_s: float = 3.0
 ) -> StallResult:
@@ -85,7 +146,12 @@ def measure_stall(
     reader.start()
     time.sleep(min(1.0, reader_s / 4))  # the report is well into its transaction
     started = time.perf_counter()
-    outcome = apply(dsn)
+    failed = ""
+    with LockWaits(dsn) as waits:
+        try:
+            outcome = apply(dsn)
+        except subprocess.CalledProcessError as exc:  # psql -f: its failure is a result
+            outcome, failed = None, psql_error(exc.stderr or "")
     applied = time.perf_counter() - started
     reader.join()
     time.sleep(warmup_s)
@@ -95,7 +161,10 @@ def measure_stall(
         facts["lock_seconds"] = outcome.lock_seconds
         facts["worst_in"] = worst_stall_phase(stats, PHASES)
     PHASES.clear()
-    return StallResult(how, applied, stats, facts, outcome if isinstance(outcome, dict) else {})
+    return StallResult(
+        how, applied, stats, facts, outcome if isinstance(outcome, dict) else {},
+        frozenset(waits.pairs), failed,
+    )  # fmt: skip
 
 
 # (perf_counter, phase) as the online apply enters each phase: where its worst stall began.
@@ -216,6 +285,7 @@ def stall_table(results: list[StallResult]) -> list[str]:
                 f"(the copy); worst stall began in {r.facts.get('worst_in')}; phases "
                 f"{r.facts.get('phases_s')}"
             )
+    lines.extend(r.happened() for r in results)
     for r in results:
         for error in sorted(set(r.writers.errors))[:3]:
             lines.append(f"  writer error during {r.how}: {error}")
