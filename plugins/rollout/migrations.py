@@ -265,7 +265,11 @@ def run_script(
         """Which lock the attempt gave way on, and who holds or awaits the tables it locks."""
         tables = sorted({*bundle.manifest.lock_tables, *rules.export, *waiting["tables"]})
         say(f"{script}: attempt {number} gave way waiting for {waiting['for']}")
-        for line in lock_holders(conn, tables):
+        try:
+            holders = lock_holders(conn, tables)
+        except psycopg.Error as exc:  # the log's detail never hides the attempt's own outcome
+            holders = [f"pg_locks could not be read ({str(exc).strip().splitlines()[0]})"]
+        for line in holders:
             say(f"{script}: attempt {number}: {line}")
 
     try:
@@ -324,9 +328,10 @@ def lock_holders(conn: psycopg.Connection, tables: list[str]) -> list[str]:
     """One line per other session holding or awaiting a lock on these tables: its pid and
     application_name, the table and mode, granted or waiting, whom it waits for, its
     transaction's age."""
-    rows = conn.execute(
-        sql_text(LOCKS_SQL / "lock_holders.sql").encode(), {"tables": tables}
-    ).fetchall()
+    with conn.transaction():  # its own, ended here, whatever the connection's mode
+        rows = conn.execute(
+            sql_text(LOCKS_SQL / "lock_holders.sql").encode(), {"tables": tables}
+        ).fetchall()
     return [
         f"pid {pid} ({name or 'no application_name'}) {'holds' if granted else 'awaits'} {mode} "
         f"on {table}"
