@@ -21,21 +21,33 @@ CPU-busy neighbour process (one core spinning), as a busy production machine wou
 `--ways` picks some (naive, script, step, online).
 
 The down the same way, on clones with the up applied: `psql -f down.sql` against our rollback
-step (`rollout.steps.rollback_target`: the same lock retries, the cache exported in the down's
-own transaction, the ledger row).
+step (`rollout.steps.rollback_target`: the same lock retries, every table the down locks taken
+first in the application's order, the cache exported in the down's own transaction, the ledger
+row), with the step's lock held and attempts; `--busy` repeats it beside the CPU-busy
+neighbour; `--down-only` skips the up. Each table is headed by the machine's load average.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from applies import online_step, production_step, psql_file, rollback_step, seed_migration_sql
+from applies import (
+    BENCH_SQL,
+    online_step,
+    production_step,
+    psql_file,
+    rollback_step,
+    seed_migration_sql,
+)
 from scratch import admin_dsn, benchmark_parser, seeded_database, server_label
 
+from rollout import db
 from rollout.migrations import load_bundle
 from rollout.paths import sql_text
 from rollout.workload import BookingWriters, LongReader, WriterStats
@@ -56,6 +68,18 @@ class StallResult:
     apply_seconds: float
     writers: WriterStats
     facts: dict = field(default_factory=dict)  # the online apply's own figures
+    step: dict = field(default_factory=dict)  # the rollback step's result (lock held, attempts)
+    waits: frozenset = frozenset()  # (waiter, blocker) roles seen waiting: what happened
+    failed: str = ""  # how a `psql -f` way failed, as that way may (a deadlock)
+
+    def happened(self) -> str:
+        """What happened, not how long: the apply's outcome and who waited for whom."""
+        said = lambda yes: "yes" if yes else "no"  # noqa: E731
+        return (
+            f"{self.how}: {'failed, ' + self.failed if self.failed else 'done'}; it waited "
+            f"behind the report: {said(('apply', 'report') in self.waits)}; writers waited "
+            f"behind it: {said(('writer', 'apply') in self.waits)}"
+        )
 
     def row(self) -> str:
         w = self.writers
@@ -71,6 +95,47 @@ def busy_neighbour() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
+def role(application_name: str) -> str:
+    """writer, report or apply: which side of the benchmark a session is."""
+    if application_name.startswith("bench-writer"):
+        return "writer"
+    return "report" if application_name == "bench-long-reader" else "apply"
+
+
+class LockWaits:
+    """Who waited for whom (pg_blocking_pids, sampled every `every_s` from a session of its
+    own) while an apply runs: the roles' pairs, so a result says what happened, not how long."""
+
+    def __init__(self, dsn: str, every_s: float = 0.05) -> None:
+        self.dsn, self.every_s = dsn, every_s
+        self.pairs: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> LockWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _sample(self) -> None:
+        query = sql_text(BENCH_SQL / "lock_waits.sql").encode()
+        with db.connect(self.dsn, application_name="bench-lock-waits") as conn:
+            while not self._stop.is_set():
+                for waiter, blocker in conn.execute(query).fetchall():
+                    self.pairs.add((role(waiter), role(blocker)))
+                self._stop.wait(self.every_s)
+
+
+def psql_error(stderr: str) -> str:
+    """psql's ERROR line (without its file:line prefix), or its last line."""
+    lines = stderr.strip().splitlines() or ["no output"]
+    error = next((line for line in lines if "ERROR:" in line), lines[-1])
+    return error[error.find("ERROR:") :] if "ERROR:" in error else error
+
+
 def measure_stall(
     dsn: str, how: str, apply: Callable[[str], object], reader_s: float, warmup_s: float = 3.0
 ) -> StallResult:
@@ -81,7 +146,12 @@ def measure_stall(
     reader.start()
     time.sleep(min(1.0, reader_s / 4))  # the report is well into its transaction
     started = time.perf_counter()
-    outcome = apply(dsn)
+    failed = ""
+    with LockWaits(dsn) as waits:
+        try:
+            outcome = apply(dsn)
+        except subprocess.CalledProcessError as exc:  # psql -f: its failure is a result
+            outcome, failed = None, psql_error(exc.stderr or "")
     applied = time.perf_counter() - started
     reader.join()
     time.sleep(warmup_s)
@@ -91,7 +161,10 @@ def measure_stall(
         facts["lock_seconds"] = outcome.lock_seconds
         facts["worst_in"] = worst_stall_phase(stats, PHASES)
     PHASES.clear()
-    return StallResult(how, applied, stats, facts)
+    return StallResult(
+        how, applied, stats, facts, outcome if isinstance(outcome, dict) else {},
+        frozenset(waits.pairs), failed,
+    )  # fmt: skip
 
 
 # (perf_counter, phase) as the online apply enters each phase: where its worst stall began.
@@ -143,17 +216,34 @@ def run_stall(
 DOWN_WAYS = ("psql -f down.sql", "our rollback step")
 
 
-def run_down_stall(admin: str | None, allocations: int, reader_s: float) -> list[StallResult]:
+def run_down_stall(
+    admin: str | None, allocations: int, reader_s: float, busy: bool = False
+) -> list[StallResult]:
     ways = [
         (DOWN_WAYS[0], psql_file(sql_text(load_bundle().down_path))),
         (DOWN_WAYS[1], rollback_step),
     ]
     results = []
-    for how, roll_back in ways:
-        with seeded_database(admin, allocations) as dsn:
-            production_step(dsn)  # the up first, by the same run the rollback step belongs to
-            results.append(measure_stall(dsn, how, roll_back, reader_s))
+    for neighbour in (False, True) if busy else (False,):
+        for how, roll_back in ways:
+            with seeded_database(admin, allocations) as dsn:
+                production_step(dsn)  # the up first, by the run the rollback step belongs to
+                hog = busy_neighbour() if neighbour else None
+                try:
+                    label = how + (", CPU-busy neighbour" if neighbour else "")
+                    results.append(measure_stall(dsn, label, roll_back, reader_s))
+                finally:
+                    if hog:
+                        hog.kill()
+                        hog.wait()
     return results
+
+
+def load_line() -> str:
+    """The machine's load average and cores: the figures beside it were taken on a shared
+    machine."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {os.cpu_count()} cores"
 
 
 def stall_table(results: list[StallResult]) -> list[str]:
@@ -172,13 +262,16 @@ def stall_table(results: list[StallResult]) -> list[str]:
             f"worst stall, ours / naive: {ours:.2f} s / {worst:.2f} s = {ratio:.2f} "
             f"(goal <= {STALL_GOAL}: {verdict})"
         )
-    naive, ours = by_how.get(DOWN_WAYS[0]), by_how.get(DOWN_WAYS[1])
-    if naive and ours:
-        mine, worst = ours.writers.max_latency, naive.writers.max_latency
-        lines.append(
-            f"the down's worst stall, ours / psql -f: {mine:.2f} s / {worst:.2f} s = "
-            f"{mine / worst if worst else float('nan'):.2f}"
-        )
+    for suffix in ("", ", CPU-busy neighbour"):
+        naive, ours = by_how.get(DOWN_WAYS[0] + suffix), by_how.get(DOWN_WAYS[1] + suffix)
+        if naive and ours:
+            mine, worst = ours.writers.max_latency, naive.writers.max_latency
+            lines.append(
+                f"the down's worst stall{suffix}, ours / psql -f: {mine:.2f} s / {worst:.2f} s = "
+                f"{mine / worst if worst else float('nan'):.2f}; ours held the lock "
+                f"{ours.step.get('lock_seconds', float('nan')):.2f} s, "
+                f"{ours.step.get('attempts')} attempt(s)"
+            )
     for r in results:
         if r.facts:
             stall = r.writers.max_latency
@@ -192,6 +285,7 @@ def stall_table(results: list[StallResult]) -> list[str]:
                 f"(the copy); worst stall began in {r.facts.get('worst_in')}; phases "
                 f"{r.facts.get('phases_s')}"
             )
+    lines.extend(r.happened() for r in results)
     for r in results:
         for error in sorted(set(r.writers.errors))[:3]:
             lines.append(f"  writer error during {r.how}: {error}")
@@ -206,16 +300,22 @@ def main() -> None:
         "--ways", default="naive,script,step", help="comma-separated: " + ", ".join(WAYS)
     )
     parser.add_argument("--busy", action="store_true", help="also with a CPU-busy neighbour")
+    parser.add_argument("--down-only", action="store_true", help="only the down's section")
     args = parser.parse_args()
     ways = tuple(w.strip() for w in args.ways.split(",") if w.strip())
-    results = run_stall(args.dsn, args.allocations, args.reader_s, ways, args.busy)
     print(
         f"{server_label(admin_dsn(args.dsn))}, {args.allocations:,} allocations, "
-        f"reader {args.reader_s:g} s"
+        f"reader {args.reader_s:g} s",
+        flush=True,
     )
-    print("\n".join(stall_table(results)))
+    if not args.down_only:
+        results = run_stall(args.dsn, args.allocations, args.reader_s, ways, args.busy)
+        print(load_line())
+        print("\n".join(stall_table(results)), flush=True)
     print("\nThe down:")
-    print("\n".join(stall_table(run_down_stall(args.dsn, args.allocations, args.reader_s))))
+    downs = run_down_stall(args.dsn, args.allocations, args.reader_s, args.busy)
+    print(load_line())
+    print("\n".join(stall_table(downs)))
 
 
 if __name__ == "__main__":

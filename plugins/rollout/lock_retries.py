@@ -82,12 +82,15 @@ def with_lock_retries(
     settings: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    on_lost: Callable[[psycopg.Connection, int], None] | None = None,
 ) -> T:
     """Run `work(conn, attempt)` in a transaction of its own under `lock_timeout`, retrying
     the whole transaction when a lock is not granted; its result once one attempt commits.
 
     `settings` are set for each attempt's transaction only (e.g. statement_timeout). Any error
-    other than a lock timeout propagates at once, after the attempt rolled back."""
+    other than a lock timeout propagates at once, after the attempt rolled back. `on_lost(conn,
+    attempt)` runs after an attempt gave way and rolled back (outside any transaction): the
+    caller logs there what it was waiting for and who held it."""
     require_no_transaction(conn, what)
     draw = rng or random.Random()
     started = time.monotonic()
@@ -109,6 +112,8 @@ def with_lock_retries(
                 if isinstance(exc, psycopg.errors.DeadlockDetected)
                 else f"not granted within {retries.lock_timeout_ms} ms"
             )
+            if on_lost is not None:
+                on_lost(conn, attempt)
             waited = time.monotonic() - started
             if attempt == retries.attempts:
                 raise LockNotGranted(

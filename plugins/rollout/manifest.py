@@ -26,6 +26,12 @@ A missing list means "none": a bundle that says nothing may change no row. At th
 - `lock_tables = ["public.allocations"]`: the tables the lock phases take ACCESS EXCLUSIVE.
   They are locked first there (so exports and drops follow the application's lock order), and
   their rows size the lock time, its prediction and the approval's text.
+- `application_order = ["public.bookings", …]`: the order in which the application's
+  transactions take the tables (a booking first, its allocations after it). A script that drops
+  tables locks, at the start of each attempt, every table its statements will lock (lock_tables,
+  the dropped tables and the tables their foreign keys link them to), in this order: taking one
+  a writer holds while the writer waits for another we hold would deadlock on every attempt.
+  Tables it does not name come after, in name order.
 - `preflight_checks = ["checks/…sql"]`: this bundle's own checks before anything is changed;
   each query returns the problems it finds (a row each, the first column naming it), its
   first comment line says what is wrong; any row refuses the run at preflight.
@@ -100,6 +106,8 @@ class Manifest:
     expectations: str | None = None  # folder under expectations/ (default: the version)
     # Tables the scripts' lock phases take ACCESS EXCLUSIVE: locked first, in this order.
     lock_tables: tuple[str, ...] = ()
+    # The order the application's transactions take tables: the down's locks follow it.
+    application_order: tuple[str, ...] = ()
     preflight_checks: tuple[str, ...] = ()  # paths relative to the bundle
     application_tests: str | None = None  # a pytest folder relative to the project
     supabase: SupabaseSource | None = None
@@ -121,8 +129,8 @@ def load_manifest(bundle_path: Path) -> Manifest:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
-    known = {"up", "down", "supabase", "expectations", "lock_tables", "preflight_checks",
-             "application_tests", "online"}  # fmt: skip
+    known = {"up", "down", "supabase", "expectations", "lock_tables", "application_order",
+             "preflight_checks", "application_tests", "online"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise BundleError(
@@ -140,6 +148,16 @@ def load_manifest(bundle_path: Path) -> Manifest:
         raise BundleError(
             f"{path}: lock_tables must list schema-qualified table names (e.g. public.allocations)"
         )
+    order = data.get("application_order", [])
+    if not isinstance(order, list) or not all(
+        isinstance(t, str) and _QUALIFIED.match(t) for t in order
+    ):
+        raise BundleError(
+            f"{path}: application_order must list schema-qualified table names, the order the "
+            'application takes them (e.g. ["public.bookings", "public.allocations"])'
+        )
+    if len(set(order)) != len(order):
+        raise BundleError(f"{path}: application_order names a table twice; name each once")
     checks = data.get("preflight_checks", [])
     if not isinstance(checks, list) or not all(_relative_file(c) for c in checks):
         raise BundleError(
@@ -157,6 +175,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
         down=_rules(path, "down", data.get("down", {}), export_allowed=True),
         expectations=expectations,
         lock_tables=tuple(lock_tables),
+        application_order=tuple(order),
         preflight_checks=tuple(checks),
         application_tests=tests,
         supabase=_supabase(path, data.get("supabase")),

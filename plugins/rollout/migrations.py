@@ -23,10 +23,11 @@ from rollout.db import run_sql_file
 from rollout.errors import BundleError, RollbackRefused, RolloutError
 from rollout.lock_retries import LockRetries, with_lock_retries
 from rollout.manifest import Manifest, load_manifest
-from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, sql_text
+from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, SQL_DIR, sql_text
 from rollout.row_effects import RowEffects, read_counters
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
+LOCKS_SQL = SQL_DIR / "locks"
 _WRAPPED = re.compile(r"^\s*BEGIN;\s*$(?P<body>.*)^\s*COMMIT;\s*\Z", re.MULTILINE | re.DOTALL)
 
 
@@ -231,31 +232,35 @@ def run_script(
     before_lock, script_lock_phase = split_lock_phase(bundle.body(direction))
     script = f"{direction}.sql of {bundle.version}"
     stamps: dict[str, float] = {}
+    waiting: dict = {"for": "", "tables": ()}  # what the attempt is asking for, for the log
 
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
         stamps.pop("lock", None)
         if lock_first is not None:
             stamps["lock"] = stamps["started"]
+            waiting["for"] = "the online swap's locks"
             lock_first(conn)
         elif rules.export:
-            # The lock phase's tables before what the script drops with its rows: the order
-            # the application takes them (the confirm writes allocations, then the cache), so
-            # a transaction of its half-way through is waited for, never deadlocked with.
+            # Everything the script's statements will lock, taken first in the application's
+            # order: a writer half-way through a booking is waited for, never deadlocked with.
             stamps["lock"] = stamps["started"]
-            _lock_tables(conn, bundle.manifest.lock_tables)
+            _lock_tables(conn, script_lock_order(conn, bundle, direction), waiting)
         counters = read_counters(conn)
         exported = _export(conn, rules.export, keep_export) if rules.export else {}
         if before_lock.strip():
+            waiting["for"] = f"{script}'s statements before its lock phase"
             conn.execute(before_lock.encode())
         if lock_phase is None:
             stamps.setdefault("lock", time.perf_counter())
-            _lock_tables(conn, bundle.manifest.lock_tables)
+            _lock_tables(conn, bundle.manifest.lock_tables, waiting)
+            waiting["for"] = f"{script}'s lock phase"
             conn.execute(script_lock_phase.encode())
             effects = RowEffects.between(counters, read_counters(conn))
         else:
             effects = RowEffects.between(counters, read_counters(conn))
             stamps.setdefault("lock", time.perf_counter())
+            waiting["for"] = "the online swap"
             lock_phase(conn)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:
@@ -270,10 +275,21 @@ def run_script(
             before_commit(conn, done)
         return done
 
+    def explain_lost(conn: psycopg.Connection, number: int) -> None:
+        """Which lock the attempt gave way on, and who holds or awaits the tables it locks."""
+        tables = sorted({*bundle.manifest.lock_tables, *rules.export, *waiting["tables"]})
+        say(f"{script}: attempt {number} gave way waiting for {waiting['for']}")
+        try:
+            holders = lock_holders(conn, tables)
+        except psycopg.Error as exc:  # the log's detail never hides the attempt's own outcome
+            holders = [f"pg_locks could not be read ({str(exc).strip().splitlines()[0]})"]
+        for line in holders:
+            say(f"{script}: attempt {number}: {line}")
+
     try:
         done = with_lock_retries(
             conn, attempt, retries or LockRetries(), what=script, say=say, settings=settings,
-            sleep=sleep,
+            sleep=sleep, on_lost=explain_lost,
         )  # fmt: skip
     except psycopg.Error as exc:
         if exc.sqlstate == RollbackRefused.sqlstate:
@@ -289,15 +305,54 @@ def run_script(
     )  # fmt: skip
 
 
-def _lock_tables(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
-    """ACCESS EXCLUSIVE on each table, in the manifest's order (under the attempt's
-    lock_timeout); a table already locked by this transaction is granted at once."""
+def _lock_tables(conn: psycopg.Connection, tables: tuple[str, ...], waiting: dict) -> None:
+    """ACCESS EXCLUSIVE on each table, in the order given (under the attempt's lock_timeout);
+    a table already locked by this transaction is granted at once."""
+    waiting["tables"] = tuple(dict.fromkeys((*waiting["tables"], *tables)))
     for table in tables:
+        waiting["for"] = f"ACCESS EXCLUSIVE on {table}"
         conn.execute(
             sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
                 sql.Identifier(*table.split("."))
             )
         )
+
+
+def script_lock_order(
+    conn: psycopg.Connection, bundle: MigrationBundle, direction: str
+) -> tuple[str, ...]:
+    """Every table the script's statements will lock ACCESS EXCLUSIVE, as the catalog stands:
+    its lock phase's tables (manifest lock_tables), the tables it drops (export) and the tables
+    their foreign keys link them to (a DROP TABLE locks those too, to drop the keys' triggers).
+    In the application's order (manifest application_order), the others after it by name."""
+    manifest = bundle.manifest
+    dropped = manifest.rules(direction).export
+    linked = [
+        row[0]
+        for row in conn.execute(
+            sql_text(LOCKS_SQL / "foreign_key_neighbours.sql").encode(), {"tables": list(dropped)}
+        )
+    ]
+    tables = {*manifest.lock_tables, *dropped, *linked}
+    rank = {table: at for at, table in enumerate(manifest.application_order)}
+    return tuple(sorted(tables, key=lambda t: (rank.get(t, len(rank)), t)))
+
+
+def lock_holders(conn: psycopg.Connection, tables: list[str]) -> list[str]:
+    """One line per other session holding or awaiting a lock on these tables: its pid and
+    application_name, the table and mode, granted or waiting, whom it waits for, its
+    transaction's age."""
+    with conn.transaction():  # its own, ended here, whatever the connection's mode
+        rows = conn.execute(
+            sql_text(LOCKS_SQL / "lock_holders.sql").encode(), {"tables": tables}
+        ).fetchall()
+    return [
+        f"pid {pid} ({name or 'no application_name'}) {'holds' if granted else 'awaits'} {mode} "
+        f"on {table}"
+        + (f", blocked by {blocked}" if blocked else "")
+        + f", {state}, transaction open {xact_s} s"
+        for pid, name, table, mode, granted, blocked, state, xact_s in rows
+    ]
 
 
 def _export(

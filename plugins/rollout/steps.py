@@ -853,6 +853,7 @@ def rollback_target(run: Run, target: str, *, applied_by: str | None = None) -> 
         "apply_mode": mode,
         "seconds": round(result.seconds, 3),
         "lock_seconds": round(result.lock_seconds, 3),
+        "attempts": result.attempts,
         "exported": result.exported,
     }
 

@@ -89,8 +89,10 @@ def test_each_figure_stands_beside_its_goal(smoke_output, pg_server):
 
 
 def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
-    """Each apply ran under writers that booked through the real functions without errors, and
-    the naive apply, queued behind the long reader, blocked them at least that long."""
+    """Each apply ran under writers that booked through the real functions without errors; the
+    naive apply queued behind the long report and the writers queued behind it (what happened,
+    read from pg_blocking_pids while it ran, not how long: a loaded machine changes only that);
+    the down's `psql -f` queued the same way or failed as that way may, ours got through."""
     rows = re.findall(
         r"^\| (psql -f, the seed's migration|psql -f, our up.sql|our production apply step) "
         r"\| [\d.]+ s \| ([\d.]+) s \| [\d.]+ s \| [\d.]+ s \| (\d+) \| (\d+) \|$",
@@ -103,11 +105,14 @@ def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
     for how, _, bookings, errors in rows:
         assert int(bookings) > 10, how
         assert int(errors) == 0, how
-    naive_max = float(rows[0][1])
-    assert naive_max >= 1.0, "the naive apply should wait behind the 2 s reader"
-    # psql -f down.sql drops the cache before it locks allocations: a writer confirming a hold
-    # (allocations, then the cache) may deadlock with it. That is the hazard our rollback step's
-    # lock order avoids, so it is the only writer error the benchmark may report.
+    assert (
+        "psql -f, the seed's migration: done; it waited behind the report: yes; "
+        "writers waited behind it: yes"
+    ) in smoke_output
+    # psql -f down.sql drops the cache, whose foreign keys lock bookings, after its own check
+    # has read allocations: a writer half-way through a booking may deadlock with it. That is
+    # the hazard our rollback step's lock order avoids, so it is the only writer error the
+    # benchmark may report, and that way alone may fail.
     errors = re.findall(r"^  writer error during (.+?): (\w+)", smoke_output, flags=re.MULTILINE)
     assert all(e == ("psql -f down.sql", "DeadlockDetected") for e in errors), errors
     downs = re.findall(
@@ -119,4 +124,14 @@ def test_the_stall_workload_really_wrote_and_was_blocked(smoke_output):
     assert [r[0] for r in downs] == ["psql -f down.sql", "our rollback step"]
     assert all(int(bookings) > 10 for _, _, bookings, _ in downs)
     assert int(downs[1][3]) == 0, "our rollback step made a writer fail"
-    assert float(downs[0][1]) >= 1.0, "psql -f down.sql should wait behind the 2 s reader"
+    naive_down = re.search(r"^psql -f down\.sql: (.+)$", smoke_output, flags=re.MULTILINE)
+    assert naive_down, smoke_output
+    assert naive_down[1].startswith("failed, ERROR:  deadlock detected") or naive_down[1] == (
+        "done; it waited behind the report: yes; writers waited behind it: yes"
+    ), naive_down[1]
+    assert re.search(r"^our rollback step: done;", smoke_output, flags=re.MULTILINE)
+    assert re.search(
+        r"^the down's worst stall, ours / psql -f: .*; ours held the lock [\d.]+ s, \d+ attempt",
+        smoke_output,
+        flags=re.MULTILINE,
+    )

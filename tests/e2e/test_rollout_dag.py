@@ -487,8 +487,12 @@ def make_run_failing_production_validation(airflow, scenario: str) -> str:
 
 
 def test_a_failed_production_validation_rolls_production_back(airflow, e2e_targets, finished_runs):
+    """The application books, confirms and writes its outbox on production through the whole
+    run: the rollback gets through it, and no booking writer saw an error."""
     targets = e2e_targets["bad_production"]
-    run_id = make_run_failing_production_validation(airflow, "bad_production")
+    with LiveApplication(targets["production"]) as app:
+        run_id = make_run_failing_production_validation(airflow, "bad_production")
+    assert app.committed() > 20 and not app.bookings.stats.errors and not app.outbox.errors
     states = airflow.task_states(run_id)
     assert states["rollback_production"] == "success"
     assert states["monitor_production_perf"] == "upstream_failed"

@@ -19,7 +19,14 @@ import pytest
 from rollout import db, ledger, report, steps
 from rollout.errors import TargetUnavailable
 from rollout.migrations import MigrationBundle, apply_up, load_bundle
-from rollout.workload import BookingWriters, LiveApplication, LongReader
+from rollout.workload import (
+    FIRST_SLOT,
+    SLOT,
+    BookingWriters,
+    ChurnWriters,
+    LiveApplication,
+    LongReader,
+)
 from tests.target_state import ledger_rows, make_run, migrated
 
 VERSION = "20251113203000"
@@ -266,6 +273,51 @@ def test_the_down_behind_a_long_reader_gives_way_to_writers_and_waits_bounded(ta
         holder.rollback()
     assert migrated(production)
     assert ledger_rows(production)[-1]["outcome"] == "failed"
+
+
+# Each BookingWriters booking (run_key 0) lies in its own slot below this; other runs' beyond.
+BOOKING_WRITER_SLOTS = 4 * 1_000_000
+# Every booking of those slots and its real allocation: the rows the writers committed.
+BOOKED_WITH_ALLOCATION = (
+    "SELECT count(*) FROM public.bookings b JOIN public.allocations a"
+    " ON a.booking_id = b.id AND NOT a.shadow WHERE b.start_at >= %s AND b.start_at < %s"
+)
+
+
+def test_the_rollback_gets_through_busy_writers_once_the_report_ends(targets, tmp_path):
+    """Production rolled back while four writers book and confirm with no pause (nearly always
+    half-way through a booking: bookings taken, allocations next), others move and cancel
+    bookings, and a report holds allocations as the down starts. The down takes bookings before
+    allocations, so it waits for the writers instead of deadlocking with each of them on every
+    attempt: it gets through once the report has ended, the schema is the baseline's again, the
+    ledger says rolled_back, and every row a writer committed is there."""
+    production = targets["production"]
+    run, said = make_run(targets, tmp_path, retry_backoff_s=0.5)
+    steps.preflight(run)
+    steps.apply_target(run, "production")
+    writers = BookingWriters(production, count=4, pause_s=0.0)
+    writers.start()
+    with ChurnWriters(production) as churn:
+        time.sleep(1)
+        reader = LongReader(production, seconds=3)
+        reader.start()
+        result = steps.rollback_target(run, "production")  # verifies the schema is the before
+        reader.join()
+        time.sleep(0.5)  # the writers go on after the down
+    stats = writers.stop()
+    assert result["action"] == "rolled_back"
+    assert result["attempts"] >= 2  # the first gave way behind the report...
+    lost = [line for line in said if "gave way waiting for" in line]
+    assert lost and all("public.allocations" in line for line in lost), lost  # ...and only it
+    assert any("bench-long-reader" in line for line in said)  # the log names who held it
+    assert not migrated(production)
+    assert ledger_rows(production)[-1]["outcome"] == "rolled_back"
+    assert len(stats.spans) > 50 and not stats.errors, stats.errors[:3]
+    assert churn.total() > 10 and not churn.errors, churn.errors[:3]
+    with db.connect(production) as conn:
+        assert churn.check(conn) == []
+        span = (FIRST_SLOT, FIRST_SLOT + BOOKING_WRITER_SLOTS * SLOT)
+        assert conn.execute(BOOKED_WITH_ALLOCATION, span).fetchone()[0] == len(stats.spans)
 
 
 # --- a killed step ------------------------------------------------------------------------

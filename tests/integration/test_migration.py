@@ -14,7 +14,14 @@ from rollout.baseline import apply_baseline
 from rollout.checksums import table_checksums
 from rollout.clusters import client_binary
 from rollout.errors import BundleError, RollbackRefused
-from rollout.migrations import apply_down, apply_up, list_down_conflicts, load_bundle, run_check
+from rollout.migrations import (
+    apply_down,
+    apply_up,
+    list_down_conflicts,
+    load_bundle,
+    run_check,
+    script_lock_order,
+)
 from rollout.schema import dump_schema, snapshot_schema
 from rollout.seed import SEED_TABLES, seed_database
 from tests.factories import insert_allocation, make_booking, make_hold, make_tenant
@@ -318,3 +325,33 @@ def test_apply_times_the_lock_phase(make_database):
     for result in (up, down):
         assert 0 < result.lock_seconds <= result.seconds
     assert (up.direction, down.direction, up.version) == ("up", "down", BUNDLE.version)
+
+
+# The tables this transaction holds in a mode that stops the application's writes.
+MY_WRITE_BLOCKING_LOCKS = (
+    "SELECT DISTINCT c.relnamespace::regnamespace || '.' || c.relname FROM pg_locks l"
+    " JOIN pg_class c ON c.oid = l.relation WHERE l.pid = pg_backend_pid() AND c.relkind = 'r'"
+    " AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')"
+)
+
+
+def test_the_down_takes_first_exactly_the_tables_its_statements_lock(fresh_db):
+    """What the runner locks at the start of each attempt of the down is what the down's own
+    statements lock against writers (run here and read back from pg_locks): the drop of the
+    cache locks bookings and restaurants through its foreign keys. In the application's order,
+    bookings before allocations."""
+    with db.connect(fresh_db) as conn:
+        apply_up(conn, BUNDLE)
+        order = script_lock_order(conn, BUNDLE, "down")
+        with conn.transaction():
+            conn.execute(BUNDLE.body("down").encode())
+            locked = {row[0] for row in conn.execute(MY_WRITE_BLOCKING_LOCKS)}
+            raise psycopg.Rollback()
+    # The dropped cache is gone from pg_class by then: it is locked by being dropped.
+    assert locked | {"public.booking_confirmation_results"} == set(order)
+    assert order == (
+        "public.bookings",
+        "public.allocations",
+        "public.restaurants",
+        "public.booking_confirmation_results",
+    )

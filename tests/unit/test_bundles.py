@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from rollout.errors import BundleError
+from rollout.manifest import load_manifest
 from rollout.migrations import discover_bundles, load_bundle
 from rollout.paths import MIGRATIONS_DIR
 
@@ -77,3 +78,29 @@ def test_malformed_bundle_folders_are_named(tmp_path):
 
 def test_bundles_live_under_sql_migrations():
     assert load_bundle(VERSION).path.parent == MIGRATIONS_DIR
+
+
+@pytest.mark.parametrize(
+    ("order", "said"),
+    [
+        ('["bookings"]', "application_order must list schema-qualified table names"),
+        ('"public.bookings"', "application_order must list schema-qualified table names"),
+        ('["public.bookings", "public.bookings"]', "application_order names a table twice"),
+    ],
+)
+def test_a_malformed_application_order_is_refused_saying_what_to_write(bundle_copy, order, said):
+    bundle = load_bundle(VERSION, bundle_copy)
+    manifest = bundle.path / "manifest.toml"
+    text = manifest.read_text()
+    start = text.index("application_order = [")
+    end = text.index("]", start) + 1
+    manifest.write_text(text[:start] + f"application_order = {order}" + text[end:])
+    with pytest.raises(BundleError, match=said):
+        load_manifest(bundle.path)
+
+
+def test_the_application_order_puts_the_booking_before_its_allocations():
+    """The writers insert a booking before its allocations (sql/workload/hold_table.sql): the
+    down must take bookings first, or it deadlocks with every booking half-way through."""
+    order = load_bundle(VERSION).manifest.application_order
+    assert order.index("public.bookings") < order.index("public.allocations")

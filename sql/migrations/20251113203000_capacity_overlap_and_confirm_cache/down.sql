@@ -121,9 +121,10 @@ GRANT EXECUTE ON FUNCTION public.confirm_hold_assignment_tx(
     uuid, uuid, text, boolean, uuid, public.booking_status)
     TO PUBLIC, anon, authenticated, service_role;
 
--- The cache and its grants go. The runner exports its rows first in this same transaction
--- (manifest.toml, down.export), after locking allocations: the order the confirm takes the
--- two tables, so a confirm half-way through is waited for, never deadlocked with.
+-- The cache and its grants go. Its foreign keys make the drop lock bookings and restaurants
+-- too: the runner takes those, allocations and the cache first, in the application's order
+-- (manifest.toml, application_order), and exports the cache's rows (down.export) in this
+-- same transaction, so a booking half-way through is waited for, never deadlocked with.
 DROP TABLE public.booking_confirmation_results;
 
 -- From here to COMMIT, allocations is locked ACCESS EXCLUSIVE. A row written between the
