@@ -83,6 +83,19 @@ def check_bundle(bundle: MigrationBundle) -> list[str]:
     return problems
 
 
+def lint_lines(bundle: MigrationBundle) -> list[str]:
+    """Squawk's findings as `bundle check` prints them: how many, how many the rollout answers,
+    then each with its rule's link and note. Warnings to read, never a problem that makes the
+    bundle not ready; nothing when the manifest itself is broken (check_bundle says so)."""
+    from rollout.lint import finding_lines, lint_bundle
+
+    try:
+        report = lint_bundle(bundle).as_json()
+    except BundleError:
+        return []
+    return [report["summary"], *finding_lines(report)]
+
+
 def _expectation_problems(folder: Path) -> list[str]:
     """The suites and catalog checks as a run loads them (rollout.validation, rollout.catalog):
     what would fail there, before a single expectation is evaluated."""
