@@ -221,7 +221,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if not problems:
         print(f"{bundle.path.name}: ready")
     for line in lint_lines(bundle):  # warnings: they never make a bundle not ready
-        print(f"{bundle.path.name}: {line}" if not line.startswith(" ") else line)
+        print(line)
     return 1 if problems else 0
 
 

@@ -95,6 +95,7 @@ class Finding:
 class LintReport:
     squawk: str  # the version that ran
     findings: tuple[Finding, ...]
+    unmatched: tuple[str, ...] = ()  # rules the manifest accepts that Squawk did not find
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.findings)
@@ -115,6 +116,7 @@ class LintReport:
             "summary": self.summary(),
             "counts": {s: self.count(s) for s in (ANSWERED, ACCEPTED, WARNING)},
             "findings": [f.as_json() for f in self.findings],
+            "unmatched_accepted": list(self.unmatched),
         }
 
 
@@ -188,7 +190,8 @@ def lint_bundle(bundle: MigrationBundle) -> LintReport:
                     item.get("help"), statement, status, note)
         )  # fmt: skip
     findings.sort(key=lambda f: (SCRIPTS.index(f.script) if f.script in SCRIPTS else 9, f.line))
-    return LintReport(version, tuple(findings))
+    unmatched = tuple(rule for rule in accepted if rule not in {f.rule for f in findings})
+    return LintReport(version, tuple(findings), unmatched)
 
 
 def _lines(path: Path) -> list[str]:

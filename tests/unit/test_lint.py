@@ -92,6 +92,22 @@ def test_without_the_authors_acceptance_a_finding_stays_a_warning(tmp_path):
     assert "online" not in exclude.note and "measured on staging" in exclude.note
 
 
+def test_an_accepted_rule_squawk_does_not_find_is_named_by_bundle_check(tmp_path, capsys):
+    folder, _ = copy_of_seed(tmp_path)
+    manifest = folder / "manifest.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            "accepted = [\n", 'accepted = [\n    { rule = "ban-drop-column", reason = "old" },\n'
+        )
+    )
+    assert cli.main(["bundle", "check", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        f"{folder.name}: manifest.toml [lint] accepts ban-drop-column, which Squawk no longer "
+        "finds: remove it, so a later finding of it is not accepted unread"
+    )
+
+
 def test_an_accepted_rule_without_a_reason_is_refused_naming_the_rule(tmp_path):
     folder, bundle = copy_of_seed(tmp_path)
     manifest = folder / "manifest.toml"
@@ -119,7 +135,7 @@ def test_bundle_check_prints_the_findings_and_stays_ready(capsys):
         f"{name}: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 5 answered by how the "
         "rollout runs the script, 2 accepted in manifest.toml, 1 warning(s) to read"
     )
-    assert len(out) == 2 + 8
+    assert len(out) == 2 + 8  # and no accepted rule that Squawk does not find
     [exclude] = [line for line in out if "constraint-missing-not-valid" in line]
     assert exclude.startswith(
         "  up.sql:217 constraint-missing-not-valid "
