@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from rollout.errors import BundleError, RolloutError
+from rollout.lint import finding_lines, lint_bundle
 from rollout.manifest import MANIFEST_NAME
 from rollout.migrations import LOCK_PHASE_MARKER, MigrationBundle
 from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, SQL_DIR, sql_text
@@ -81,6 +82,22 @@ def check_bundle(bundle: MigrationBundle) -> list[str]:
                 what = line.split(TODO, 1)[1].strip(" :")
                 problems.append(f"finish {path.relative_to(folder).as_posix()}: {what}")
     return problems
+
+
+def lint_lines(bundle: MigrationBundle) -> list[str]:
+    """Squawk's findings as `bundle check` prints them: how many, how many the rollout answers,
+    then each with its rule's link and note. Warnings to read, never a problem that makes the
+    bundle not ready; nothing when the manifest itself is broken (check_bundle says so)."""
+    try:
+        report = lint_bundle(bundle).as_json()
+    except BundleError:
+        return []
+    stale = [
+        f"{bundle.path.name}: manifest.toml [lint] accepts {rule}, which Squawk no longer finds: "
+        "remove it, so a later finding of it is not accepted unread"
+        for rule in report["unmatched_accepted"]
+    ]
+    return [f"{bundle.path.name}: {report['summary']}", *finding_lines(report), *stale]
 
 
 def _expectation_problems(folder: Path) -> list[str]:

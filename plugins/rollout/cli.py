@@ -197,8 +197,8 @@ def _cli_owner(run, bundle) -> str | None:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     """`bundle check [VERSION|PATH]`: what a bundle lacks, each as what to fix (exit 1), or that
-    it is ready; `bundle import FILE`: a bundle scaffold from a Supabase migration file."""
-    from rollout.authoring import check_bundle, import_supabase
+    it is ready; then Squawk's findings with the rollout's notes; `bundle import FILE`: a bundle scaffold from a Supabase migration file."""
+    from rollout.authoring import check_bundle, import_supabase, lint_lines
     from rollout.migrations import MigrationBundle
 
     if args.action == "import":
@@ -221,6 +221,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         print(f"{bundle.path.name}: {problem}")
     if not problems:
         print(f"{bundle.path.name}: ready")
+    for line in lint_lines(bundle):  # warnings: they never make a bundle not ready
+        print(line)
     return 1 if problems else 0
 
 

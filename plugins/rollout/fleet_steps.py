@@ -23,6 +23,7 @@ from rollout.steps import (
     baseline_production_perf,
     check_production_data,
     hold_lease,
+    lint_bundle,
     monitor_production_perf,
     preflight_target,
     release_leases,
@@ -47,6 +48,7 @@ def preflight_fleet(run: Run, settings: fleet.FleetSettings, dsns: Mapping[str, 
     target's row count sizes the approval's predicted lock. The bundle is kept in the run's
     artifacts here: every target of every wave applies that copy."""
     bundle = take_bundle(run)
+    lint_bundle(run, bundle)
     run.say(
         f"fleet preflight: {bundle.path.name}, {len(settings.targets)} production targets in "
         f"{len(settings.waves)} waves; approved by {run.settings.describe_approvers(run.actor)}"

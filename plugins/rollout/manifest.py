@@ -45,6 +45,9 @@ A missing list means "none": a bundle that says nothing may change no row. At th
     # may instead be built on a copy of the table while the application writes, and swapped in
     # under a short lock (rollout.online). Without it: locking only.
     table = "public.allocations"
+
+    [lint]    # optional: Squawk's findings (rollout.lint) the author has read and accepts
+    accepted = [{rule = "ban-drop-constraint", reason = "replaced by … in the same statement"}]
 """
 
 from __future__ import annotations
@@ -100,6 +103,14 @@ class OnlineSpec:
 
 
 @dataclass(frozen=True)
+class AcceptedFinding:
+    """A Squawk rule whose findings in this bundle its author accepts, and why."""
+
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     up: RowRules
     down: RowRules
@@ -112,6 +123,7 @@ class Manifest:
     application_tests: str | None = None  # a pytest folder relative to the project
     supabase: SupabaseSource | None = None
     online: OnlineSpec | None = None  # None: the bundle can be applied locking only
+    lint_accepted: tuple[AcceptedFinding, ...] = ()  # Squawk findings the author accepts
 
     def rules(self, direction: str) -> RowRules:
         return {"up": self.up, "down": self.down}[direction]
@@ -130,7 +142,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: not valid TOML ({exc})") from None
     known = {"up", "down", "supabase", "expectations", "lock_tables", "application_order",
-             "preflight_checks", "application_tests", "online"}  # fmt: skip
+             "preflight_checks", "application_tests", "online", "lint"}  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise BundleError(
@@ -180,6 +192,7 @@ def load_manifest(bundle_path: Path) -> Manifest:
         application_tests=tests,
         supabase=_supabase(path, data.get("supabase")),
         online=_online(path, data["online"]) if "online" in data else None,
+        lint_accepted=_lint_accepted(path, data.get("lint", {})),
     )
 
 
@@ -218,6 +231,39 @@ def _online(path: Path, raw: Any) -> OnlineSpec:
             "case (e.g. public.allocations)"
         )
     return OnlineSpec(table)
+
+
+def _lint_accepted(path: Path, raw: Any) -> tuple[AcceptedFinding, ...]:
+    example = '[lint] accepted = [{rule = "ban-drop-constraint", reason = "why it is safe here"}]'
+    if not isinstance(raw, dict) or not set(raw) <= {"accepted"}:
+        raise BundleError(f"{path}: [lint] takes one key, accepted: {example}")
+    entries = raw.get("accepted", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise BundleError(f"{path}: [lint] accepted must be a list of tables: {example}")
+    accepted = []
+    for entry in entries:
+        rule = entry.get("rule")
+        if not isinstance(rule, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", rule):
+            raise BundleError(
+                f"{path}: [lint] accepted: {rule!r} is not a Squawk rule name (e.g. "
+                f'"ban-drop-constraint", as Squawk names it): {example}'
+            )
+        unknown = set(entry) - {"rule", "reason"}
+        if unknown:
+            raise BundleError(
+                f"{path}: [lint] accepted {rule}: unknown key(s) {', '.join(sorted(unknown))}; "
+                "known: rule, reason"
+            )
+        reason = entry.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise BundleError(
+                f"{path}: [lint] accepted {rule} has no reason: say why its findings are safe "
+                'here (reason = "…"), or remove it and let them stand as warnings'
+            )
+        if rule in {a.rule for a in accepted}:
+            raise BundleError(f"{path}: [lint] accepted names {rule} twice: keep one reason")
+        accepted.append(AcceptedFinding(rule, reason.strip()))
+    return tuple(accepted)
 
 
 def _rules(path: Path, section: str, raw: Mapping[str, Any], *, export_allowed: bool) -> RowRules:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollout import bundle_snapshot, ledger
+from rollout import bundle_snapshot, ledger, lint
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.errors import RolloutError, reason_or_killed
 from rollout.locktime import describe_tables
@@ -15,7 +15,8 @@ from rollout.run import TARGETS, Run
 
 
 def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
-    """What the approver needs, in Markdown: results, the diff, the predicted lock, the window."""
+    """What the approver needs, in Markdown: results, the diff, the predicted lock, the window,
+    Squawk's findings with the rollout's answers (warnings first)."""
     s = run.settings
     pre, validation = facts["preflight"], facts["validate_staging"]
     diff, tests = facts["capture_db_diff"], facts["run_assignment_tests"]
@@ -46,6 +47,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"staging: {s.on_reject.replace('_', ' ')}",
             f"- Who may answer: {s.describe_approvers(run.actor)}",
             *already_violated_lines(facts.get("check_window_and_budget")),
+            *lint.gate_lines(lint.read_report(run.artifacts)),
             "",
             f"Artifacts: {artifacts_url}",
         ]

@@ -596,6 +596,17 @@ def rollback_evidence(record: RunRecord, base: str, target: str) -> dict:
     }
 
 
+def lint_evidence(record: RunRecord) -> dict | None:
+    """Squawk's findings as preflight kept them (lint.json): the warnings a reviewer must read
+    first, then what the bundle's author accepted, then what the rollout answers."""
+    report = record.json("lint.json")
+    if not report:
+        return None
+    order = {"warning": 0, "accepted": 1, "answered": 2}
+    findings = sorted(report.get("findings") or [], key=lambda f: order.get(f.get("status"), 3))
+    return {**report, "findings": findings}
+
+
 def lock_evidence(record: RunRecord, base: str, target: str, decision: str) -> dict:
     """The lock measured on the target by this run's apply, beside the one predicted for it."""
     rows = [r for r in own_rows(record, base, target, "up") if r.get("outcome") == "applied"]
@@ -639,6 +650,7 @@ def step_view(
     evidence = view["evidence"]
     if step.kind == "preflight":
         evidence["run"] = record.json("run.json") if not base else None
+        evidence["lint"] = lint_evidence(record) if not base else None
         # A fleet target's preflight takes its performance baseline too.
         evidence["perf"] = (
             perf_evidence(record, f"{base}production/perf", "baseline") if base else None

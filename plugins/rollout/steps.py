@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from rollout import bundle_snapshot, db, ledger, probes, supabase
+from rollout import bundle_snapshot, db, ledger, lint, probes, supabase
 from rollout.artifacts import ArtifactDir, publish_tree
 from rollout.assignment import run_assignment_suite
 from rollout.catalog import CatalogCheck
@@ -94,6 +94,7 @@ def preflight(run: Run) -> dict[str, Any]:
         f"preflight: production may be approved by {run.settings.describe_approvers(run.actor)}"
     )
     result: dict[str, Any] = {"version": bundle.version, "checksum": bundle.checksum}
+    result["lint"] = lint_bundle(run, bundle)
     s = run.settings
     run.artifacts.write_json(
         "run.json",
@@ -113,6 +114,16 @@ def preflight(run: Run) -> dict[str, Any]:
         )  # fmt: skip
         run.say(f"preflight: {result['nothing_to_do']}")
     return result
+
+
+def lint_bundle(run: Run, bundle: MigrationBundle) -> dict[str, int]:
+    """Squawk on the bytes this run applies: lint.json (each finding with the rollout's answer,
+    the author's accepted reason, or a warning) for the gate and the review page. Findings never
+    refuse the run; a Squawk that cannot run does (the tool is part of the rollout)."""
+    report = lint.lint_bundle(bundle)
+    lint.write_report(report, run.artifacts)
+    run.say(f"preflight: {report.summary()} (lint.json)")
+    return {status: report.count(status) for status in (lint.ANSWERED, lint.ACCEPTED, lint.WARNING)}
 
 
 def take_bundle(run: Run) -> MigrationBundle:

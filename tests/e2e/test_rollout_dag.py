@@ -446,6 +446,15 @@ def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
     ).json()["hitl_details"][0]
     assert [u["id"] for u in gate["assigned_users"]] == [APPROVER]
     assert f"Who may answer: {APPROVER} (not admin, who triggered this run)" in gate["body"]
+    # Squawk's findings as the DAG's preflight kept them, each with its rule's link and note.
+    assert (
+        "**Lint**: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 5 answered" in gate["body"]
+    )
+    assert (
+        "[constraint-missing-not-valid](https://squawkhq.com/docs/constraint-missing-not-valid)"
+        in gate["body"]
+    )
+    assert "(answered: an exclusion constraint cannot be added NOT VALID" in gate["body"]
     airflow.answer(run_id, "Reject")
     state, states = follow_run(airflow, run_id, lambda _m: None, approve=None, timeout_s=600)
     assert state == "failed"

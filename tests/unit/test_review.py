@@ -13,9 +13,11 @@ import re
 from functools import cache
 from pathlib import Path
 
+from rollout import lint
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.diff import diff_snapshots, write_diff
 from rollout.errors import KILLED
+from rollout.migrations import load_bundle
 from rollout.probes import PerfSnapshot, ProbePlan, ProbeStats, plot_png
 from rollout.review import RunRecord, markdown_page, review_page, target_page
 
@@ -90,6 +92,12 @@ def validation(folder: ArtifactDir, failing: list[dict] | None = None) -> None:
 
 
 @cache
+def seed_lint() -> lint.LintReport:
+    """Squawk on the seed bundle, run once by the real linter."""
+    return lint.lint_bundle(load_bundle(VERSION))
+
+
+@cache
 def plot() -> bytes:
     """The monitoring plot, drawn once by the real plotter."""
     return plot_png({"baseline": snapshot(1), "after": snapshot(1.1)})
@@ -131,6 +139,7 @@ def lay_out(root: Path, kind: str = "succeeded") -> ArtifactDir:
     run.write_json("run.json", {"run_id": RUN, "actor": "admin", "version": VERSION,
                                 "checksum": "1ed579ddac5f", "window": "now for 120 min, UTC",
                                 "targets": {"staging": "s_app", "production": "p_app"}})  # fmt: skip
+    lint.write_report(seed_lint(), run)
     states = dict.fromkeys(STORY, "success") | {"rollback_staging": "skipped",
                                                 "rollback_production": "skipped"}  # fmt: skip
     before = {("table", "public.bookings"): "owner postgres", ("index", "public.old_idx"): "CREATE INDEX old_idx",
@@ -383,7 +392,13 @@ def test_every_page_loads_only_from_the_runs_own_routes(tmp_path):
     page = review_page(record_of(tmp_path))
     assert "<script" not in page and "style=" not in page  # the CSP allows neither
     sources = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert sources and not [s for s in sources if s.startswith(("http:", "https:", "//"))]
+    # The one kind of link out: Squawk's documentation of a rule, followed, never loaded.
+    docs = re.findall(
+        r'<a href="(https://squawkhq\.com/docs/[a-z-]+)" rel="noopener noreferrer">', page
+    )
+    assert len(docs) == 8
+    outside = [s for s in sources if s.startswith(("http:", "https:", "//"))]
+    assert sources and sorted(outside) == sorted(docs)
     loaded = re.findall(r'<(?:img|link)[^>]*(?:src|href)="([^"]*)"', page)
     assert sorted(loaded) == ["files/production/perf/perf-monitor.png", "static/review.css"]
 
@@ -429,3 +444,47 @@ def test_a_version_applied_everywhere_already_says_nothing_to_do_first(tmp_path)
     run.write_text("notes/preflight.txt", why)
     text = text_of(review_page(record_of(tmp_path)))
     assert text.index("Nothing to do: already applied") < text.index(why) < text.index("The story")
+
+
+def test_preflight_shows_squawks_findings_warnings_first_each_rule_linked(tmp_path):
+    lay_out(tmp_path)
+    page = review_page(record_of(tmp_path))
+    text = text_of(page)
+    assert (
+        "Squawk's findings on up.sql and down.sql Squawk (2.70.0): 8 finding(s) in up.sql and "
+        "down.sql: 5 answered by how the rollout runs the script, 2 accepted in manifest.toml, "
+        "1 warning(s) to read"
+    ) in text
+    section = text[
+        text.index("Squawk's findings") : text.index("lint.json", text.index("Squawk's findings"))
+    ]
+    # The warning the rollout does not answer comes first; the accepted with its reason; the
+    # exclusion constraint's advice beside why it cannot be followed and what answers it.
+    assert (
+        section.index("down.sql:52 require-statement-timeout")
+        < section.index("up.sql:215 ban-drop-constraint")
+        < section.index("up.sql:217 constraint-missing-not-valid")
+    )
+    assert "warning: not answered by the rollout, read it" in section
+    assert (
+        "accepted by the bundle's author: allocations_resource_window_excl is replaced" in section
+    )
+    assert "answered: an exclusion constraint cannot be added NOT VALID" in section
+    assert (
+        '<a href="https://squawkhq.com/docs/constraint-missing-not-valid" '
+        'rel="noopener noreferrer">constraint-missing-not-valid</a>'
+    ) in page
+    assert (
+        "<details><summary><code>ADD CONSTRAINT allocations_no_overlap EXCLUDE USING gist (</code>"
+        in page
+    )
+    assert 'href="files/lint.json"' in page
+
+
+def test_a_finding_from_a_database_or_file_never_becomes_markup(tmp_path):
+    run = lay_out(tmp_path)
+    kept = seed_lint().as_json()
+    kept["findings"][0] |= {"statement": SCRIPT, "first_line": SCRIPT, "note": SCRIPT}
+    run.write_json("lint.json", kept)
+    page = review_page(record_of(tmp_path))
+    assert SCRIPT not in page and "<summary><code>&lt;script&gt;fetch(" in page
