@@ -40,9 +40,11 @@ _LOCK_TIMEOUT = (
     "(rollout.lock_retries)"
 )
 _STATEMENT_TIMEOUT = (
-    "production's apply runs with a statement_timeout of "
+    "every attempt of the apply and of the rollback sets its own statement_timeout in its "
+    "transaction (rollout.timeouts): production's apply "
     f"{STATEMENT_TIMEOUT_FACTOR:g}x the lock predicted from staging's measured one (at least "
-    f"{STATEMENT_TIMEOUT_FLOOR_S:g} s); staging's apply is what measures it"
+    f"{STATEMENT_TIMEOUT_FLOOR_S:g} s), staging's apply and a rollback "
+    f"{STATEMENT_TIMEOUT_FACTOR:g}x the lock budget"
 )
 _NO_NOT_VALID = (
     "an exclusion constraint cannot be added NOT VALID (PostgreSQL has no NOT VALID, USING INDEX "
@@ -205,8 +207,8 @@ def _answer(
     manifest = bundle.manifest
     if rule == "require-lock-timeout":
         return _LOCK_TIMEOUT
-    if rule == "require-statement-timeout" and script == "up.sql":
-        return _STATEMENT_TIMEOUT  # a rollback runs without one: it stays a warning
+    if rule == "require-statement-timeout":
+        return _STATEMENT_TIMEOUT
     if rule == "constraint-missing-not-valid" and re.search(r"\bEXCLUDE\b", statement, re.I):
         in_lock_phase = any(LOCK_PHASE_MARKER in text for text in lines[:line])
         if manifest.online is not None and in_lock_phase:

@@ -60,17 +60,17 @@ def test_the_seed_up_gives_squawks_five_findings_each_with_our_answer_or_the_aut
     assert "The online apply is the answer" in exclude.note and "public.allocations" in exclude.note
     assert exclude.link == "https://squawkhq.com/docs/constraint-missing-not-valid"
     assert "lock retries" in by_rule["require-lock-timeout"].note
-    assert "statement_timeout of 3x the lock predicted" in by_rule["require-statement-timeout"].note
+    assert "production's apply 3x the lock predicted" in by_rule["require-statement-timeout"].note
     assert by_rule["ban-drop-constraint"].note.startswith("allocations_resource_window_excl is")
     assert up[2].first_line == "DROP CONSTRAINT IF EXISTS allocations_resource_window_excl,"
 
     down = {f.rule: f for f in result.findings if f.script == "down.sql"}
-    # The drop of the cache is answered by the manifest's export; a rollback runs without a
-    # statement_timeout, so that finding stays a warning the reviewer reads.
+    # The drop of the cache is answered by the manifest's export; a rollback's attempts set
+    # their own statement_timeout (rollout.timeouts), so that finding is answered too.
     assert down["ban-drop-table"].status == ANSWERED and "export" in down["ban-drop-table"].note
-    assert down["require-statement-timeout"].status == WARNING
-    assert down["require-statement-timeout"].note is None
-    assert (result.count(ANSWERED), result.count(ACCEPTED), result.count(WARNING)) == (5, 2, 1)
+    assert down["require-statement-timeout"].status == ANSWERED
+    assert "a rollback 3x the lock budget" in down["require-statement-timeout"].note
+    assert (result.count(ANSWERED), result.count(ACCEPTED), result.count(WARNING)) == (6, 2, 0)
 
 
 def test_without_the_authors_acceptance_a_finding_stays_a_warning(tmp_path):
@@ -132,8 +132,8 @@ def test_bundle_check_prints_the_findings_and_stays_ready(capsys):
     name = load_bundle(VERSION).path.name
     assert out[0] == f"{name}: ready"
     assert out[1] == (
-        f"{name}: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 5 answered by how the "
-        "rollout runs the script, 2 accepted in manifest.toml, 1 warning(s) to read"
+        f"{name}: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 6 answered by how the "
+        "rollout runs the script, 2 accepted in manifest.toml, 0 warning(s) to read"
     )
     assert len(out) == 2 + 8  # and no accepted rule that Squawk does not find
     [exclude] = [line for line in out if "constraint-missing-not-valid" in line]
@@ -142,8 +142,9 @@ def test_bundle_check_prints_the_findings_and_stays_ready(capsys):
         "(https://squawkhq.com/docs/constraint-missing-not-valid): "
     )
     assert "-> answered: an exclusion constraint cannot be added NOT VALID" in exclude
-    [warning] = [line for line in out if line.endswith("-> warning")]
-    assert warning.startswith("  down.sql:52 require-statement-timeout")
+    assert not [line for line in out if line.endswith("-> warning")]
+    [down_timeout] = [line for line in out if line.startswith("  down.sql:52 require-statement")]
+    assert "-> answered: every attempt of the apply and of the rollback" in down_timeout
 
 
 @pytest.mark.parametrize(
@@ -175,15 +176,15 @@ def test_the_fixtures_downs_keep_what_the_rollout_does_not_answer_as_warnings():
         for name in ("bookings_idempotency_key_not_null", "bookings_party_size_bigint")
     }
     assert warnings == {
-        "bookings_idempotency_key_not_null": ["ban-drop-not-null", "require-statement-timeout"],
-        "bookings_party_size_bigint": ["prefer-bigint-over-int", "require-statement-timeout"],
+        "bookings_idempotency_key_not_null": ["ban-drop-not-null"],
+        "bookings_party_size_bigint": ["prefer-bigint-over-int"],
     }
 
 
 def test_preflights_lint_json_and_the_gate_text_show_the_findings(tmp_path):
     run, said = make_run({}, tmp_path)
     counts = steps.lint_bundle(run, run.bundle)
-    assert counts == {ANSWERED: 5, ACCEPTED: 2, WARNING: 1}
+    assert counts == {ANSWERED: 6, ACCEPTED: 2, WARNING: 0}
     kept = json.loads((tmp_path / "run_a" / "lint.json").read_text())
     assert kept["squawk"] == "2.70.0" and len(kept["findings"]) == 8
     assert any(line.startswith("preflight: Squawk (2.70.0): 8 finding(s)") for line in said)
@@ -198,16 +199,12 @@ def test_preflights_lint_json_and_the_gate_text_show_the_findings(tmp_path):
     lines = body.splitlines()
     start = lines.index(f"**Lint**: {kept['summary']} (lint.json):")
     findings = lines[start + 2 : start + 10]
-    # The warning first, then what the author accepted, then what the rollout answers.
-    assert findings[0] == (
-        "- `down.sql:52` [require-statement-timeout]"
-        "(https://squawkhq.com/docs/require-statement-timeout) "
-        "`CREATE OR REPLACE FUNCTION public.confirm_hold_assignment_tx(`: Missing `set "
-        "statement_timeout` before potentially slow operations (**warning**, not answered by the "
-        "rollout: read it)"
-    )
-    assert findings[1].startswith("- `up.sql:215` [ban-drop-constraint]")
-    assert "(accepted by the bundle's author: allocations_resource_window_excl is" in findings[1]
+    # Warnings first (the seed has none), then what the author accepted, then what the rollout
+    # answers.
+    assert findings[0].startswith("- `up.sql:215` [ban-drop-constraint]")
+    assert "(accepted by the bundle's author: allocations_resource_window_excl is" in findings[0]
+    assert "**warning**" not in body
+    assert findings[-1].startswith("- `") and "(answered: " in findings[-1]
     [exclude] = [f for f in findings if "constraint-missing-not-valid" in f]
     assert "(answered: an exclusion constraint cannot be added NOT VALID" in exclude
     assert lint.gate_lines(None) == []

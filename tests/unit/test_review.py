@@ -447,7 +447,20 @@ def test_a_version_applied_everywhere_already_says_nothing_to_do_first(tmp_path)
 
 
 def test_preflight_shows_squawks_findings_warnings_first_each_rule_linked(tmp_path):
-    lay_out(tmp_path)
+    run = lay_out(tmp_path)
+    # The seed's findings as a bundle whose down the rollout would not answer would have them:
+    # one warning (the seed itself has none), to show where a warning goes.
+    kept = seed_lint().as_json()
+    [down_timeout] = [
+        f for f in kept["findings"]
+        if f["script"] == "down.sql" and f["rule"] == "require-statement-timeout"
+    ]  # fmt: skip
+    down_timeout |= {"status": "warning", "note": None}
+    kept["summary"] = (
+        "Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 5 answered by how the rollout runs "
+        "the script, 2 accepted in manifest.toml, 1 warning(s) to read"
+    )
+    run.write_json("lint.json", kept)
     page = review_page(record_of(tmp_path))
     text = text_of(page)
     assert (
