@@ -28,6 +28,7 @@ from rollout.row_effects import RowEffects, read_counters
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
 LOCKS_SQL = SQL_DIR / "locks"
+MAX_HOLDERS_LOGGED = 40  # lines of pg_locks an attempt that gave way logs
 _WRAPPED = re.compile(r"^\s*BEGIN;\s*$(?P<body>.*)^\s*COMMIT;\s*\Z", re.MULTILINE | re.DOTALL)
 
 
@@ -283,6 +284,9 @@ def run_script(
             holders = lock_holders(conn, tables)
         except psycopg.Error as exc:  # the log's detail never hides the attempt's own outcome
             holders = [f"pg_locks could not be read ({str(exc).strip().splitlines()[0]})"]
+        if len(holders) > MAX_HOLDERS_LOGGED:  # a busy production: enough to see who, not all
+            more = len(holders) - MAX_HOLDERS_LOGGED
+            holders = [*holders[:MAX_HOLDERS_LOGGED], f"and {more} more lock(s) on those tables"]
         for line in holders:
             say(f"{script}: attempt {number}: {line}")
 
