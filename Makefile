@@ -19,8 +19,8 @@ up: install  ## the demo databases and a local Airflow UI, to trigger and approv
 	@$(UV) run --frozen python -m rollout up --allocations $(ALLOCATIONS) --fleet $(FLEET)
 
 # PARALLEL="-n auto" runs on every core (pytest-xdist; tests that share a fixture stay on one
-# worker: tests/conftest.py, fixture_group). Not the default yet: under it the benchmark smoke's
-# down-stall section ran beside the e2e Airflow and its rollback step was refused the lock.
+# worker: tests/conftest.py, fixture_group). Not the default until three fresh-clone runs in a
+# row pass with it (its one run had the down's lock-order deadlock, fixed since).
 PARALLEL ?=
 
 test: install lint browser pgbouncer  ## the whole suite, on embedded PostgreSQL 18 and on 127.0.0.1:5432 if it answers
