@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -25,6 +26,9 @@ from rollout.lock_retries import LockRetries, with_lock_retries
 from rollout.manifest import Manifest, load_manifest
 from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, sql_text
 from rollout.row_effects import RowEffects, read_counters
+
+if TYPE_CHECKING:
+    from rollout.locktrace import LockTrace
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
 _WRAPPED = re.compile(r"^\s*BEGIN;\s*$(?P<body>.*)^\s*COMMIT;\s*\Z", re.MULTILINE | re.DOTALL)
@@ -213,6 +217,7 @@ def run_script(
     lock_phase: LockPhase | None = None,
     lock_first: LockPhase | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    trace: LockTrace | None = None,
 ) -> ApplyResult:
     """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
     mechanism (each attempt a transaction of its own); time it and its lock phase.
@@ -220,7 +225,9 @@ def run_script(
     `lock_phase`, when given, runs instead of the script's own lock phase (the online apply's
     swap); row effects are then counted up to it. `lock_first` takes locks before anything
     else in the attempt (the lock phase is then timed from it). `sleep` is what happens
-    between attempts.
+    between attempts. `trace`, when given, runs the script statement by statement in the same
+    transaction and records each one's new locks and time (rollout.locktrace); each attempt
+    starts it afresh.
 
     Inside the transaction: when the script drops tables with their rows (the manifest's
     export), its lock tables are locked first and those tables exported (their rows counted,
@@ -235,28 +242,51 @@ def run_script(
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
         stamps.pop("lock", None)
+        if trace is not None:
+            trace.reset(conn, number)
+
+        def step(what: str, action: Callable[[psycopg.Connection], Any]) -> Any:
+            """One of the runner's own statements, traced as such when tracing."""
+            if trace is None:
+                return action(conn)
+            return trace.run(conn, what, "runner", action)
+
+        def script(text: str, phase: str) -> None:
+            if trace is None:
+                conn.execute(text.encode())
+            else:
+                trace.run_script(conn, text, phase)
+
+        locking = f"LOCK TABLE {', '.join(bundle.manifest.lock_tables)} IN ACCESS EXCLUSIVE MODE"
         if lock_first is not None:
             stamps["lock"] = stamps["started"]
-            lock_first(conn)
+            step("the online swap's locks", lock_first)
         elif rules.export:
             # The lock phase's tables before what the script drops with its rows: the order
             # the application takes them (the confirm writes allocations, then the cache), so
             # a transaction of its half-way through is waited for, never deadlocked with.
             stamps["lock"] = stamps["started"]
-            _lock_tables(conn, bundle.manifest.lock_tables)
+            step(locking, lambda c: _lock_tables(c, bundle.manifest.lock_tables))
         counters = read_counters(conn)
-        exported = _export(conn, rules.export, keep_export) if rules.export else {}
+        exported = (
+            step(
+                f"export {', '.join(rules.export)}", lambda c: _export(c, rules.export, keep_export)
+            )
+            if rules.export
+            else {}
+        )
         if before_lock.strip():
-            conn.execute(before_lock.encode())
+            script(before_lock, "before the lock phase")
         if lock_phase is None:
             stamps.setdefault("lock", time.perf_counter())
-            _lock_tables(conn, bundle.manifest.lock_tables)
-            conn.execute(script_lock_phase.encode())
+            if bundle.manifest.lock_tables:
+                step(locking, lambda c: _lock_tables(c, bundle.manifest.lock_tables))
+            script(script_lock_phase, "lock phase")
             effects = RowEffects.between(counters, read_counters(conn))
         else:
             effects = RowEffects.between(counters, read_counters(conn))
             stamps.setdefault("lock", time.perf_counter())
-            lock_phase(conn)
+            step("the online swap", lock_phase)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:
             raise RowRulesBroken(
