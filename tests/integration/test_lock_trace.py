@@ -223,3 +223,30 @@ def test_a_retried_apply_traces_only_the_attempt_that_committed(sized_targets, t
     script = [s for s in trace["statements"] if s["phase"] != "runner"]
     assert len(script) == len(script_statements(run.bundle.body("up")))
     assert any("attempt" in line for line in said)
+
+
+def test_the_review_page_shows_the_trace_as_a_table_each_statement_folded(sized_targets, tmp_path):
+    from rollout.artifacts import list_tree
+    from rollout.review import RunRecord, review_page
+
+    apply_staging(sized_targets, tmp_path, fixture_bundle(DANGEROUS[2][0]))
+    root = tmp_path / "trace_run"
+    record = RunRecord(
+        dag_id="migration_rollout", run_id="trace_run", files=list_tree(root),
+        read=lambda name: (root / name).read_text(errors="replace"),
+    )  # fmt: skip
+    page = review_page(record)
+    table = page[
+        page.index('<table class="lock-trace">') : page.index("</table>", page.index("lock-trace"))
+    ]
+    assert (
+        "<details><summary><code>ALTER TABLE public.bookings ALTER COLUMN party_size TYPE bigint"
+        in table
+    )
+    assert (
+        "<pre>-- From here to COMMIT, bookings is locked ACCESS EXCLUSIVE" in table
+    )  # the SQL, folded
+    assert '<span class="bad">ACCESS EXCLUSIVE on public.bookings</span>' in table  # the runner's
+    assert "ACCESS EXCLUSIVE on public.bookings</td>" in table  # held while the rewrite ran
+    rows = [count(sized_targets[t], "public.bookings") for t in ("staging", "production")]
+    assert f"<td>{rows[0]:,} → {rows[1]:,}</td>" in table
