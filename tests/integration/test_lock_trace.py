@@ -250,3 +250,21 @@ def test_the_review_page_shows_the_trace_as_a_table_each_statement_folded(sized_
     assert "ACCESS EXCLUSIVE on public.bookings</td>" in table  # held while the rewrite ran
     rows = [count(sized_targets[t], "public.bookings") for t in ("staging", "production")]
     assert f"<td>{rows[0]:,} → {rows[1]:,}</td>" in table
+
+
+def test_the_online_apply_is_traced_its_swap_as_the_runners_own(sized_targets, tmp_path):
+    run, _ = make_run(sized_targets, tmp_path, "trace_run")
+    steps.preflight(run)
+    applied = steps.apply_target(run, "staging", mode="online")
+    trace = json.loads((tmp_path / "trace_run/staging/lock-trace.json").read_text())
+    assert applied["apply_mode"] == "online" and trace["apply_mode"] == "online"
+    runner = [s["label"] for s in trace["statements"] if s["phase"] == "runner"]
+    assert runner == ["the online swap's locks", "the online swap"]
+    # The swap's transaction takes ACCESS EXCLUSIVE on the live table first, then runs the
+    # statements before up.sql's lock phase; its lock phase was built on the copy meanwhile.
+    first = trace["statements"][0]
+    assert "ACCESS EXCLUSIVE" in modes_on(first, "public.allocations")
+    script = [s for s in trace["statements"] if s["phase"] != "runner"]
+    assert script[0]["label"].startswith("CREATE EXTENSION IF NOT EXISTS btree_gist")
+    assert all(s["phase"] == "before the lock phase" for s in script)
+    assert "the online swap" in "\n".join(report.trace_lines(run))
