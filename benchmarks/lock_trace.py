@@ -11,6 +11,7 @@ the bundle's up with its lock_tables locked first), committed on a clone of a se
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,21 +59,24 @@ class TraceBench:
     large: int
     predicted: dict[str, Any]  # the small size's trace, predicting the large size
     measured: dict[str, Any]  # the large size's own trace
-    untraced: Applied  # at the small size
-    traced: Applied  # at the small size (the one that predicted)
+    pairs: list[tuple[Applied, Applied]]  # (untraced, traced) at the small size, alternating
 
 
-def measure_trace(admin: str | None, small: int, large: int) -> TraceBench:
+def measure_trace(admin: str | None, small: int, large: int, pairs: int = 3) -> TraceBench:
+    """`pairs` untraced and traced applies at the small size, alternating on fresh clones (one
+    apply alone is as noisy as the cost it would measure); the last traced one predicts."""
     with seeded_database(admin, large) as large_dsn:
         large_rows = rows_of(large_dsn)
-        with seeded_database(admin, small) as plain, seeded_database(admin, small) as traced:
-            untraced_apply = apply_once(plain, traced=False)
-            traced_apply = apply_once(traced, traced=True, production_rows=large_rows)
+        measured_pairs = []
+        for _ in range(pairs):
+            with seeded_database(admin, small) as plain, seeded_database(admin, small) as traced:
+                untraced_apply = apply_once(plain, traced=False)
+                traced_apply = apply_once(traced, traced=True, production_rows=large_rows)
+            measured_pairs.append((untraced_apply, traced_apply))
         measured = apply_once(large_dsn, traced=True, production_rows=large_rows)
-    assert traced_apply.trace is not None and measured.trace is not None
-    return TraceBench(
-        small, large, traced_apply.trace, measured.trace, untraced_apply, traced_apply
-    )
+    predicting = measured_pairs[-1][1].trace
+    assert predicting is not None and measured.trace is not None
+    return TraceBench(small, large, predicting, measured.trace, measured_pairs)
 
 
 def _verdict(ok: bool) -> str:
@@ -108,18 +112,24 @@ def trace_lines(bench: TraceBench, min_seconds: float = 0.05) -> list[str]:
         f"| | {short['count']} statements under {min_seconds} s at both sizes | | | "
         f"{short['predicted']:.3f} s | {short['measured']:.3f} s | |"
     )
-    traced, untraced = bench.traced, bench.untraced
     statements = len(bench.predicted["statements"])
     lines += [
         "",
-        f"| at {bench.small:,} | the apply's transaction | its lock phase to COMMIT |",
+        f"| at {bench.small:,}, fresh clones | untraced: transaction / lock phase | traced "
+        f"({statements} statements): transaction / lock phase |",
         "|---|---:|---:|",
-        f"| untraced | {untraced.seconds:.3f} s | {untraced.lock_seconds:.3f} s |",
-        f"| traced ({statements} statements) | {traced.seconds:.3f} s | "
-        f"{traced.lock_seconds:.3f} s |",
-        f"tracing cost: {traced.seconds - untraced.seconds:+.3f} s on the transaction, "
-        f"{traced.lock_seconds - untraced.lock_seconds:+.3f} s on the lock phase",
     ]
+    for k, (untraced, traced) in enumerate(bench.pairs, 1):
+        lines.append(
+            f"| pair {k} | {untraced.seconds:.3f} s / {untraced.lock_seconds:.3f} s | "
+            f"{traced.seconds:.3f} s / {traced.lock_seconds:.3f} s |"
+        )
+    cost = statistics.median(t.seconds - u.seconds for u, t in bench.pairs)
+    lock_cost = statistics.median(t.lock_seconds - u.lock_seconds for u, t in bench.pairs)
+    lines.append(
+        f"tracing cost (median of {len(bench.pairs)} pairs): {cost:+.3f} s on the transaction, "
+        f"{lock_cost:+.3f} s on the lock phase"
+    )
     return lines
 
 

@@ -213,6 +213,12 @@ def read_trace(folder: Any) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def fully_predicted(trace: Mapping[str, Any]) -> bool:
+    """Whether every statement has a production prediction (production's row counts were
+    known for each table it touched): only then may a decision rest on the trace alone."""
+    return all(entry["predicted_s"] is not None for entry in trace.get("statements", []))
+
+
 def longest_exclusive_hold(trace: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ACCESS EXCLUSIVE hold on a pre-existing table with the longest predicted production
     time (what apply_mode auto decides on), or None when the script takes none."""

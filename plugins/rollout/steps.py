@@ -28,6 +28,7 @@ from rollout.locktime import describe_tables, locked_rows
 from rollout.locktrace import (
     TRACE_NAME,
     LockTrace,
+    fully_predicted,
     longest_exclusive_hold,
     read_trace,
     unnamed_exclusive_locks,
@@ -628,7 +629,7 @@ def choose_apply_mode(run: Run, predicted_lock_s: float) -> dict:
         trace = traced(run)
         hold = longest_exclusive_hold(trace) if trace else None
         deciding, what = predicted_lock_s, f"predicted lock {predicted_lock_s:.1f} s"
-        if trace is not None:
+        if trace is not None and fully_predicted(trace):
             deciding = hold["predicted_s"] if hold else 0.0
             what = (
                 f"the longest predicted ACCESS EXCLUSIVE hold ({hold['table']} from "

@@ -77,8 +77,9 @@ def test_each_figure_stands_beside_its_goal(smoke_output, pg_server):
         r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
         r"\| \d+ \| `ALTER TABLE public.allocations DROP CONSTRAINT IF EXISTS [^`]*` \| 1,000 → "
         r"4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [+-]\d+% \((met|NOT met)\) \|",
-        r"\| traced \(\d+ statements\) \| [\d.]+ s \| [\d.]+ s \|",
-        r"tracing cost: [+-][\d.]+ s on the transaction, [+-][\d.]+ s on the lock phase",
+        r"\| pair 1 \| [\d.]+ s / [\d.]+ s \| [\d.]+ s / [\d.]+ s \|",
+        r"tracing cost \(median of \d+ pairs\): [+-][\d.]+ s on the transaction, "
+        r"[+-][\d.]+ s on the lock phase",
         r"our key order: no regression beyond 2x over 4 probes",
         r"\| unchanged database, neighbour started after the baseline: trials flagged "
         r"\(false positives\) \| \d+/1 \| \d+/1 \|",
