@@ -51,10 +51,45 @@ def blocks_writers(mode: str) -> bool:
     return mode in _BLOCKS_WRITERS
 
 
+_ALTER_TABLE = re.compile(
+    r"^(ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?\s+[\w.\"$]+)\s+(.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def statement_label(statement: str, width: int = 72) -> str:
-    """The statement's first words without its comments, on one line, cut at `width`."""
+    """The statement's first words without its comments, on one line, cut at `width`. An
+    ALTER TABLE of several actions names each (`ALTER TABLE t DROP CONSTRAINT a, ADD
+    CONSTRAINT b EXCLUDE …`): the one that holds the lock may be the last."""
     text = " ".join(_COMMENT_LINE.sub("", statement).split())
+    altering = _ALTER_TABLE.match(text)
+    actions = _top_level_split(altering.group(2)) if altering else []
+    if len(actions) > 1:
+        heads = []
+        for action in actions:
+            words = re.sub(r"\bIF\s+(NOT\s+)?EXISTS\s+", "", action, flags=re.IGNORECASE).split()
+            heads.append(" ".join(words[:4]) + (" …" if len(words) > 4 else ""))
+        text, width = f"{altering.group(1)} {', '.join(heads)}", width * 3
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _top_level_split(text: str) -> list[str]:
+    """Split at commas outside parentheses and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for at, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:at].strip())
+            start = at + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
 
 
 def script_statements(script: str) -> list[str]:

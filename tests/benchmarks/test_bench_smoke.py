@@ -75,7 +75,7 @@ def test_each_figure_stands_beside_its_goal(smoke_output, pg_server):
         r"longest without a progress line: [\d.]+ s \(goal <= 10 s: (met|NOT met)\)",
         r"\| 4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ (met|NOT met) \| [\d.]+ (met|NOT met) \|",
         r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
-        r"\| \d+ \| `ALTER TABLE public.allocations DROP CONSTRAINT IF EXISTS [^`]*` \| 1,000 → "
+        r"\| \d+ \| `ALTER TABLE public.allocations DROP CONSTRAINT [^`]*` \| 1,000 → "
         r"4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [+-]\d+% \((met|NOT met)\) \|",
         r"\| pair 1 \| [\d.]+ s / [\d.]+ s \| [\d.]+ s / [\d.]+ s \|",
         r"tracing cost \(median of \d+ pairs\): [+-][\d.]+ s on the transaction, "

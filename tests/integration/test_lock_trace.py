@@ -125,7 +125,9 @@ def test_the_real_bundle_traced_keeps_one_transaction_and_its_ledger_row(sized_t
     # Every statement of up.sql, in order, after the runner's lock of lock_tables.
     assert labels[0].startswith("CREATE EXTENSION IF NOT EXISTS btree_gist")
     lock_at = labels.index("LOCK TABLE public.allocations IN ACCESS EXCLUSIVE MODE")
-    adding = statement(trace, "ALTER TABLE public.allocations DROP CONSTRAINT IF EXISTS")
+    adding = statement(
+        trace, "ALTER TABLE public.allocations DROP CONSTRAINT allocations_resource_window_excl"
+    )
     assert adding["n"] > lock_at + 1 and adding["holding"] == {
         "public.allocations": "ACCESS EXCLUSIVE"
     }
@@ -148,7 +150,10 @@ def test_the_real_bundle_traced_keeps_one_transaction_and_its_ledger_row(sized_t
     assert row["outcome"] == "applied" and row["run_id"] == "trace_run"
     gate = "\n".join(report.trace_lines(run))
     print(gate)
-    assert "`ALTER TABLE public.allocations DROP CONSTRAINT IF EXISTS" in gate
+    assert (
+        "ADD CONSTRAINT allocations_no_overlap EXCLUDE …`: ACCESS EXCLUSIVE on public.allocations "
+        "held to COMMIT" in gate
+    )
     assert "SHARE ROW EXCLUSIVE on public.bookings from here to COMMIT" in gate
     assert "ACCESS EXCLUSIVE on public.allocations held to COMMIT" in gate
     assert "the longest ACCESS EXCLUSIVE hold: public.allocations" in gate
