@@ -5,7 +5,7 @@ UV := $(PYTHON) -m uv
 ALLOCATIONS ?= 100000
 FLEET ?= 0
 
-.PHONY: install browser pgbouncer demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-noise bench-locktime
+.PHONY: install browser pgbouncer demo up test test-fast lint stop bench bench-smoke bench-fleet bench-stall bench-seed bench-validation bench-probes bench-noise bench-locktime bench-locktrace
 
 install:  ## uv (from PyPI) and the locked dependencies into .venv
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
@@ -82,3 +82,6 @@ bench-noise: install  ## the monitoring's regression rule, old and new, beside a
 
 bench-locktime: install  ## lock time at 100k and 1M allocations, and the prediction's error
 	@$(UV) run --frozen python benchmarks/locktime.py --small 100000 --large 1000000
+
+bench-locktrace: install  ## the lock trace: each statement at 1M predicted from 100k against measured, and tracing's cost
+	@$(UV) run --frozen python benchmarks/lock_trace.py --small 100000 --large 1000000 $(if $(BENCH_DSN),--dsn $(BENCH_DSN))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import e2e
 import fleet
+import lock_trace
 import locktime
 import probe_noise
 import probes
@@ -65,6 +66,8 @@ def benchmarks(scale: Scale) -> list[tuple[str, Callable[[str], list[str]]]]:
     return [
         ("seeding", lambda a: seed.seed_lines(seed.measure_seed(a, scale.seed))),
         ("lock held and its prediction", lock),
+        ("lock trace, statement by statement", lambda a: lock_trace.trace_lines(
+            lock_trace.measure_trace(a, scale.lock_small, scale.lock_large))),
         ("application queries before and after", lambda a: probes.probe_table(
             probes.measure_probes(a, scale.probes))),
         ("regression rule beside a CPU neighbour", lambda a: probe_noise.noise_table(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -25,6 +26,9 @@ from rollout.lock_retries import LockRetries, with_lock_retries
 from rollout.manifest import Manifest, load_manifest
 from rollout.paths import MIGRATIONS_DIR, PROJECT_ROOT, SQL_DIR, sql_text
 from rollout.row_effects import RowEffects, read_counters
+
+if TYPE_CHECKING:
+    from rollout.locktrace import LockTrace
 
 _BUNDLE_DIR = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)$")
 LOCKS_SQL = SQL_DIR / "locks"
@@ -215,6 +219,7 @@ def run_script(
     lock_phase: LockPhase | None = None,
     lock_first: LockPhase | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    trace: LockTrace | None = None,
 ) -> ApplyResult:
     """Run up.sql's or down.sql's body in one transaction on conn, under the one lock-retry
     mechanism (each attempt a transaction of its own); time it and its lock phase.
@@ -222,7 +227,9 @@ def run_script(
     `lock_phase`, when given, runs instead of the script's own lock phase (the online apply's
     swap); row effects are then counted up to it. `lock_first` takes locks before anything
     else in the attempt (the lock phase is then timed from it). `sleep` is what happens
-    between attempts.
+    between attempts. `trace`, when given, runs the script statement by statement in the same
+    transaction and records each one's new locks and time (rollout.locktrace); each attempt
+    starts it afresh.
 
     Inside the transaction: when the script drops tables with their rows (the manifest's
     export), its lock tables are locked first and those tables exported (their rows counted,
@@ -238,31 +245,58 @@ def run_script(
     def attempt(conn: psycopg.Connection, number: int) -> ScriptRun:
         stamps["started"] = time.perf_counter()
         stamps.pop("lock", None)
+        if trace is not None:
+            trace.reset(conn, number)
+
+        def step(what: str, action: Callable[[psycopg.Connection], Any]) -> Any:
+            """One of the runner's own statements, traced as such when tracing."""
+            if trace is None:
+                return action(conn)
+            return trace.run(conn, what, "runner", action)
+
+        def run_text(text: str, phase: str) -> None:
+            if trace is None:
+                conn.execute(text.encode())
+            else:
+                trace.run_script(conn, text, phase)
+
+        locking = f"LOCK TABLE {', '.join(bundle.manifest.lock_tables)} IN ACCESS EXCLUSIVE MODE"
         if lock_first is not None:
             stamps["lock"] = stamps["started"]
             waiting["for"] = "the online swap's locks"
-            lock_first(conn)
+            step("the online swap's locks", lock_first)
         elif rules.export:
             # Everything the script's statements will lock, taken first in the application's
             # order: a writer half-way through a booking is waited for, never deadlocked with.
             stamps["lock"] = stamps["started"]
-            _lock_tables(conn, script_lock_order(conn, bundle, direction), waiting)
+            order = script_lock_order(conn, bundle, direction)
+            step(
+                f"LOCK TABLE {', '.join(order)} IN ACCESS EXCLUSIVE MODE",
+                lambda c: _lock_tables(c, order, waiting),
+            )
         counters = read_counters(conn)
-        exported = _export(conn, rules.export, keep_export) if rules.export else {}
+        exported = (
+            step(
+                f"export {', '.join(rules.export)}", lambda c: _export(c, rules.export, keep_export)
+            )
+            if rules.export
+            else {}
+        )
         if before_lock.strip():
             waiting["for"] = f"{script}'s statements before its lock phase"
-            conn.execute(before_lock.encode())
+            run_text(before_lock, "before the lock phase")
         if lock_phase is None:
             stamps.setdefault("lock", time.perf_counter())
-            _lock_tables(conn, bundle.manifest.lock_tables, waiting)
+            if bundle.manifest.lock_tables:
+                step(locking, lambda c: _lock_tables(c, bundle.manifest.lock_tables, waiting))
             waiting["for"] = f"{script}'s lock phase"
-            conn.execute(script_lock_phase.encode())
+            run_text(script_lock_phase, "lock phase")
             effects = RowEffects.between(counters, read_counters(conn))
         else:
             effects = RowEffects.between(counters, read_counters(conn))
             stamps.setdefault("lock", time.perf_counter())
             waiting["for"] = "the online swap"
-            lock_phase(conn)
+            step("the online swap", lock_phase)
         broken = effects.violations(rules, f"{direction}.sql")
         if broken:
             raise RowRulesBroken(

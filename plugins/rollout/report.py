@@ -11,6 +11,7 @@ from rollout import bundle_snapshot, ledger, lint
 from rollout.artifacts import ArtifactDir, list_tree
 from rollout.errors import RolloutError, reason_or_killed
 from rollout.locktime import describe_tables
+from rollout.locktrace import gate_lines, read_trace
 from rollout.run import TARGETS, Run
 
 
@@ -38,6 +39,7 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"- Production: {pre['production']['locked_rows']:,} rows in {locked}; predicted "
             f"lock on {locked} **{predicted:.1f} s** (budget {s.lock_budget_s:g} s; staging held "
             f"it {facts['apply_staging'].get('lock_seconds') or 0:.2f} s)",
+            *trace_lines(run),
             f"- Apply mode in production: {_mode_line(facts.get('check_window_and_budget'))}",
             *_timeouts_line(facts.get("check_window_and_budget")),
             f"- Maintenance window: {s.window.describe()}",
@@ -52,6 +54,12 @@ def approval_body(run: Run, facts: dict[str, Any], artifacts_url: str) -> str:
             f"Artifacts: {artifacts_url}",
         ]
     )
+
+
+def trace_lines(run: Run) -> list[str]:
+    """Staging's lock trace, statement by statement (rollout.locktrace), when it was taken."""
+    trace = read_trace(run.folder("staging"))
+    return gate_lines(trace) if trace else []
 
 
 def already_violated_lines(check: dict[str, Any] | None) -> list[str]:

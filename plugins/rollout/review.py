@@ -30,6 +30,7 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from rollout.errors import reason_or_killed
+from rollout.locktrace import TRACE_NAME, blocks_writers, longest_exclusive_hold
 from rollout.markdown_html import render_markdown
 
 Reader = Callable[[str], "str | None"]
@@ -619,6 +620,30 @@ def lock_evidence(record: RunRecord, base: str, target: str, decision: str) -> d
     }
 
 
+def trace_evidence(trace: Mapping[str, Any] | None) -> dict | None:
+    """The lock trace as the page's table: each statement, the locks it took first (those that
+    make writers wait marked), its time here and predicted for production."""
+    if not trace:
+        return None
+    rows = []
+    for entry in trace.get("statements", []):
+        locks = [
+            {"text": f"{lock['mode']} on {lock['relation']}" + ("" if lock["existing"] else " (new)"),
+             "strong": lock["existing"] and blocks_writers(lock["mode"])}
+            for lock in entry["locks"]
+        ]  # fmt: skip
+        held = [f"{mode} on {table}" for table, mode in entry.get("holding", {}).items()]
+        rows.append(
+            {"n": entry["n"], "phase": entry["phase"], "label": entry["label"],
+             "sql": entry["sql"], "locks": locks, "held": held, "seconds": entry["seconds"],
+             "staging_rows": sum(entry.get("staging_rows", {}).values()),
+             "production_rows": sum(v or 0 for v in entry.get("production_rows", {}).values()),
+             "predicted_s": entry.get("predicted_s"),
+             "waits": any(blocks_writers(m) for m in entry.get("holding", {}).values())}
+        )  # fmt: skip
+    return {"rows": rows, "longest": longest_exclusive_hold(trace), "holds": trace.get("holds", [])}
+
+
 def step_view(
     record: RunRecord,
     step: Step,
@@ -668,6 +693,7 @@ def step_view(
         else:
             evidence["lock"] = lock_evidence(record, base, target, "lock-and-window.json")
             evidence["lock"]["predicted_s"] = None  # staging is measured, production predicted
+        evidence["trace"] = trace_evidence(record.json(f"{base}{target}/{TRACE_NAME}"))
     elif step.kind == "validate":
         evidence["validation"] = validation_evidence(record, f"{base}{target}/validation")
         evidence["judged"] = judged_evidence(record, f"{base}{target}/validation")

@@ -30,6 +30,14 @@ from rollout.locktime import (
     locked_rows,
     production_statement_timeout,
 )
+from rollout.locktrace import (
+    TRACE_NAME,
+    LockTrace,
+    fully_predicted,
+    longest_exclusive_hold,
+    read_trace,
+    unnamed_exclusive_locks,
+)
 from rollout.migrations import (
     MigrationBundle,
     RowRulesBroken,
@@ -261,16 +269,17 @@ def apply_target(
             )  # fmt: skip
 
         say = lambda message: run.say(f"apply {target}: {message}")  # noqa: E731
+        trace = staging_trace(run) if target == "staging" else None
         try:
             if mode == "online":
                 result = apply_online(
                     conn, bundle, "up", retries=retries, settings=settings, say=say,
-                    before_commit=record, keep_going=watch.check,
+                    before_commit=record, keep_going=watch.check, trace=trace,
                 )  # fmt: skip
             else:
                 result = run_script(
                     conn, bundle, "up", retries=retries, settings=settings, say=say,
-                    before_commit=record,
+                    before_commit=record, trace=trace,
                 )  # fmt: skip
         except LockNotGranted as exc:
             why = f"lock not granted in {retries.attempts} attempts of {retries.lock_timeout_ms} ms"
@@ -289,6 +298,9 @@ def apply_target(
                 f"apply {target}: {reason}. The transaction rolled back: {target} is unchanged"
             ) from exc
         run_check(conn, bundle, "verify_up")
+    traced = {}
+    if trace is not None:
+        traced = keep_trace(run, target, trace, mode)
     run.say(
         f"apply {target}: applied {mode} in {result.seconds:.1f} s; "
         f"{describe_tables(bundle.manifest.lock_tables)} locked "
@@ -303,7 +315,36 @@ def apply_target(
         "row_effects": result.effects.describe(),
         "apply_mode": mode,
         **({"online": result.online} if result.online else {}),
+        **traced,
     }
+
+
+def staging_trace(run: Run) -> LockTrace:
+    """A lock trace for staging's apply, sized by the exact row counts preflight kept (staging's
+    and production's; without them, staging's planner estimates and no prediction)."""
+    counts = {}
+    for target in TARGETS:
+        before = run.folder(target, "before")
+        found = before.path("row-counts.json").exists()
+        counts[target] = _read_json(before, "row-counts.json") if found else {}
+    return LockTrace(staging_rows=counts["staging"], production_rows=counts["production"])
+
+
+def keep_trace(run: Run, target: str, trace: LockTrace, mode: str) -> dict:
+    """The trace as <target>/lock-trace.json, told in a line; what the step returns of it."""
+    kept = trace.to_json(target, mode)
+    run.folder(target).write_json(TRACE_NAME, kept)
+    longest = longest_exclusive_hold(kept)
+    run.say(
+        f"apply {target}: lock trace of {len(kept['statements'])} statements kept; "
+        + (
+            f"longest ACCESS EXCLUSIVE hold {longest['table']} from statement "
+            f"{longest['from_statement']}, {longest['staging_s']:.2f} s here"
+            if longest
+            else "no ACCESS EXCLUSIVE on an existing table"
+        )
+    )
+    return {"lock_trace": TRACE_NAME, "longest_exclusive_hold": longest}
 
 
 def record_killed_apply(run: Run, target: str) -> str | None:
@@ -404,6 +445,8 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
     staging_has_writers). On a live production, counts taken before the apply prove nothing.
     Data Docs are rendered unless `data_docs` is False (a fleet's targets past its canary)."""
     run.require_unchanged_bundle(f"validate {target}")
+    if target == "staging":
+        require_named_locks(run)
     folder = run.folder(target, "validation")
     before = run.folder(target, "before")
     quiet = target == "staging" and not run.settings.staging_has_writers
@@ -454,6 +497,26 @@ def validate(run: Run, target: str, *, data_docs: bool = True) -> dict:
             + f" (see {target}/validation/validation-report.md)"
         )
     return summary
+
+
+def traced(run: Run) -> dict | None:
+    """Staging's lock trace from this run's apply, or None (no apply traced in this run)."""
+    return read_trace(run.folder("staging"))
+
+
+def require_named_locks(run: Run) -> None:
+    """The manifest's lock_tables against the locks staging's apply was measured taking: an
+    ACCESS EXCLUSIVE on an existing table it does not name fails, saying the statement."""
+    trace = traced(run)
+    lock_tables = run.bundle.manifest.lock_tables
+    problems = unnamed_exclusive_locks(trace, lock_tables) if trace else []
+    if problems:
+        raise StepFailed(
+            f"validate staging: {'; '.join(problems)}, which the bundle's manifest.toml does "
+            f"not name in lock_tables ({describe_tables(lock_tables)}): add the table there, so "
+            "the runner takes it first under the lock retries and sizes the lock by its rows, "
+            "or change the statement (staging/lock-trace.json has every statement's locks)"
+        )
 
 
 def check_production_data(run: Run, stage: str) -> dict:
@@ -602,16 +665,29 @@ def choose_apply_mode(run: Run, predicted_lock_s: float) -> dict:
         mode, why = "locking", "apply_mode=locking"
     elif not allowed:
         mode, why = "locking", "the bundle allows no online apply"
-    elif predicted_lock_s > s.online_above_s:
-        mode = "online"
-        why = (
-            f"predicted lock {predicted_lock_s:.1f} s exceeds online_above_s "
-            f"{s.online_above_s:g} s: the table is rebuilt beside the live one and swapped in "
-            "under a short lock"
-        )
     else:
-        mode = "locking"
-        why = f"predicted lock {predicted_lock_s:.1f} s is within online_above_s {s.online_above_s:g} s"
+        # Per statement when staging's apply was traced: the longest ACCESS EXCLUSIVE hold
+        # predicted for production (readers and writers wait), not one figure for the phase.
+        trace = traced(run)
+        hold = longest_exclusive_hold(trace) if trace else None
+        deciding, what = predicted_lock_s, f"predicted lock {predicted_lock_s:.1f} s"
+        if trace is not None and fully_predicted(trace):
+            deciding = hold["predicted_s"] if hold else 0.0
+            what = (
+                f"the longest predicted ACCESS EXCLUSIVE hold ({hold['table']} from "
+                f"`{hold['label']}`) {deciding:.1f} s"
+                if hold
+                else "no ACCESS EXCLUSIVE hold measured on staging"
+            )
+        if deciding > s.online_above_s:
+            mode = "online"
+            why = (
+                f"{what} exceeds online_above_s {s.online_above_s:g} s: the table is rebuilt "
+                "beside the live one and swapped in under a short lock"
+            )
+        else:
+            mode = "locking"
+            why = f"{what} is within online_above_s {s.online_above_s:g} s"
     window_lock = min(predicted_lock_s, ONLINE_LOCK_S) if mode == "online" else predicted_lock_s
     return {"apply_mode": mode, "mode_reason": why, "window_lock_s": round(window_lock, 3)}
 

@@ -25,6 +25,7 @@ def expected_sections(pg_server) -> list[str]:
     sections = [
         "seeding",
         "lock held and its prediction",
+        "lock trace, statement by statement",
         "application queries before and after",
         "regression rule beside a CPU neighbour",
         "writer stall",
@@ -74,6 +75,11 @@ def test_each_figure_stands_beside_its_goal(smoke_output, pg_server):
         r"longest without a progress line: [\d.]+ s \(goal <= 10 s: (met|NOT met)\)",
         r"\| 4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ (met|NOT met) \| [\d.]+ (met|NOT met) \|",
         r"predicted from 1,000: [\d.]+ s, measured [\d.]+ s, error [+-]\d+% \(goal within ±25%",
+        r"\| \d+ \| `ALTER TABLE public.allocations DROP CONSTRAINT [^`]*` \| 1,000 → "
+        r"4,000 \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [+-]\d+% \((met|NOT met)\) \|",
+        r"\| pair 1 \| [\d.]+ s / [\d.]+ s \| [\d.]+ s / [\d.]+ s \|",
+        r"tracing cost \(median of \d+ pairs\): [+-][\d.]+ s on the transaction, "
+        r"[+-][\d.]+ s on the lock phase",
         r"our key order: no regression beyond 2x over 4 probes",
         r"\| unchanged database, neighbour started after the baseline: trials flagged "
         r"\(false positives\) \| \d+/1 \| \d+/1 \|",

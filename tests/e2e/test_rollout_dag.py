@@ -292,7 +292,13 @@ def test_production_goes_online_past_the_bound_while_the_application_writes(airf
     gate = airflow.request(
         "GET", f"/api/v2/dags/migration_rollout/dagRuns/{run_id}/hitlDetails"
     ).json()["hitl_details"][0]
-    assert "Apply mode in production: **online** (predicted lock" in gate["body"]
+    # auto decides on staging's lock trace: the longest predicted ACCESS EXCLUSIVE hold.
+    assert (
+        "Apply mode in production: **online** (the longest predicted ACCESS EXCLUSIVE hold "
+        "(public.allocations from `LOCK TABLE public.allocations IN ACCESS EXCLUSIVE MODE`)"
+        in gate["body"]
+    )
+    assert "- Locks, statement by statement (measured on staging" in gate["body"]
     assert "exceeds online_above_s 0.001 s" in gate["body"] and "the copy needs" in gate["body"]
     # The migration role's own timeouts, read in a fresh production session, against the build.
     assert "Timeouts in production: the migration role's statement_timeout is" in gate["body"]

@@ -43,3 +43,40 @@ def test_a_bundle_that_allows_no_online_apply(tmp_path):
     assert auto["apply_mode"] == "locking" and "allows no online apply" in auto["mode_reason"]
     with pytest.raises(StepFailed, match=r"no \[online\] section"):
         choose_apply_mode(run(tmp_path, bundle=bundle, apply_mode="online"), 1)
+
+
+def traced_run(tmp_path, alter_predicted_s):
+    """A run whose staging apply left a trace: the runner's LOCK TABLE (ACCESS EXCLUSIVE on
+    allocations), then one statement predicted at `alter_predicted_s` in production."""
+    import json
+
+    from rollout.locktrace import holds
+
+    lock = {"relation": "public.allocations", "kind": "r", "mode": "ACCESS EXCLUSIVE",
+            "table": "public.allocations", "existing": True}  # fmt: skip
+    statements = [
+        {"n": 1, "label": "LOCK TABLE public.allocations IN ACCESS EXCLUSIVE MODE",
+         "seconds": 0.001, "predicted_s": 0.001, "locks": [lock]},
+        {"n": 2, "label": "ALTER TABLE public.allocations ADD CONSTRAINT …", "seconds": 3.0,
+         "predicted_s": alter_predicted_s, "locks": []},
+    ]  # fmt: skip
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    trace = {"statements": statements, "holds": holds(statements)}
+    (folder / "lock-trace.json").write_text(json.dumps(trace))
+    return run(tmp_path)
+
+
+def test_auto_decides_on_the_traced_hold_when_staging_was_traced(tmp_path):
+    chosen = choose_apply_mode(traced_run(tmp_path, 30.0), 1.0)  # the phase figure: 1 s
+    assert chosen["apply_mode"] == "online"
+    assert chosen["mode_reason"].startswith(
+        "the longest predicted ACCESS EXCLUSIVE hold (public.allocations from `LOCK TABLE"
+    )
+    assert "30.0 s exceeds online_above_s 5 s" in chosen["mode_reason"]
+
+
+def test_a_trace_without_production_counts_leaves_the_phase_figure_to_decide(tmp_path):
+    chosen = choose_apply_mode(traced_run(tmp_path, None), 1.0)
+    assert chosen["apply_mode"] == "locking"
+    assert chosen["mode_reason"] == "predicted lock 1.0 s is within online_above_s 5 s"

@@ -47,6 +47,7 @@ from rollout import ledger
 from rollout.db import require_no_transaction
 from rollout.errors import RollbackRefused, RolloutError
 from rollout.lock_retries import LockNotGranted, LockRetries, with_lock_retries
+from rollout.locktrace import LockTrace
 from rollout.migrations import (
     ApplyResult,
     BeforeCommit,
@@ -398,6 +399,7 @@ def apply_online(
     options: OnlineOptions | None = None,
     on_phase: OnPhase = lambda _phase: None,
     keep_going: Callable[[], None] = lambda: None,
+    trace: LockTrace | None = None,
 ) -> ApplyResult:
     """Apply up.sql or down.sql of `bundle` with its lock phase built online (see the module's
     docstring); the same ApplyResult as `rollout.migrations.run_script`, `online` filled in.
@@ -409,7 +411,8 @@ def apply_online(
     from its lock request to COMMIT. `keep_going()` is called between batches and rounds (raise
     to stop: e.g. a WorkerWatch's check). `on_phase(name)` is called as each phase starts
     (and inside the backfill's batches, the catch-up's rounds and the swap's locked
-    transaction: "backfill-batch", "catch-up-round", "swap-locked"), for tests.
+    transaction: "backfill-batch", "catch-up-round", "swap-locked"), for tests. `trace`
+    records the swap's transaction statement by statement, as run_script does.
 
     Raises OnlineRefused (nothing changed), LockNotGranted (the swap's lock was not granted:
     the table serves as before), RollbackRefused (down: rows break the restored constraint).
@@ -438,7 +441,7 @@ def apply_online(
                 + ". Nothing else to do"
             )  # fmt: skip
         return _apply(conn, bundle, direction, table, lock_phase, started, options, retries,
-                      settings, say, before_commit, keep_export, on_phase, keep_going)  # fmt: skip
+                      settings, say, before_commit, keep_export, on_phase, keep_going, trace)  # fmt: skip
 
 
 class AlreadyApplied(RolloutError):
@@ -504,6 +507,7 @@ def _apply(
     keep_export: KeepExport | None,
     on_phase: OnPhase,
     keep_going: Callable[[], None],
+    trace: LockTrace | None = None,
 ) -> ApplyResult:
     progress = Progress(conn, bundle, direction, table, say, on_phase)
     search_path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
@@ -545,7 +549,7 @@ def _apply(
     try:
         result = _build_and_swap(conn, bundle, direction, run, progress, options, retries,
                                  settings, say, before_commit, keep_export, keep_going,
-                                 on_phase, started)  # fmt: skip
+                                 on_phase, started, trace)  # fmt: skip
     except BaseException as exc:
         _after_failure(conn, exc, retries, say)
         if direction == "down" and isinstance(
@@ -580,6 +584,7 @@ def _build_and_swap(
     keep_going: Callable[[], None],
     on_phase: OnPhase,
     started: float,
+    trace: LockTrace | None = None,
 ) -> ApplyResult:
     tables, target, source = run.tables, run.target, run.source
     assert tables is not None and target is not None and source is not None
@@ -749,7 +754,7 @@ def _build_and_swap(
         result = run_script(
             conn, bundle, direction, retries=retries, settings=settings, say=say,
             before_commit=record, keep_export=keep_export, lock_first=lock, lock_phase=swap,
-            sleep=catch_up_while_waiting,
+            sleep=catch_up_while_waiting, trace=trace,
         )  # fmt: skip
         facts.update(swap_facts, lock_seconds=round(result.lock_seconds, 4),
                      attempts=result.attempts)  # fmt: skip
