@@ -16,7 +16,7 @@ import httpx
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from rollout import db
+from rollout import cli, db
 from rollout.airflow_paths import safe_run_id
 from rollout.airflow_stack import APPROVER
 from rollout.demo_rollout import follow_run
@@ -169,19 +169,26 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
     ).json()
     assert links["extra_links"]["Rollout artifacts"].endswith(page)
 
-    run_id, again, states = run(airflow, conf("happy"))
+    # Applied on both: the re-run says so at preflight and asks nobody (issue 23).
+    run_id, again, states = run(airflow, conf("happy"), approve=None)
     assert again == "success", explain(airflow, run_id, states)
+    assert states["preflight"] == "skipped" and states["approve_production"] == "skipped"
     assert outcomes(targets["staging"]) == outcomes(targets["production"]) == ["applied"]
 
-    # Rejected: nothing this run applied, so nothing undone; staging stays too.
-    run_id, state, states = run(airflow, conf("happy"), approve="Reject")
-    assert state == "failed" and states["rollback_staging"] == "skipped"
+    # Staging rolled back by hand (to try it again there): a re-run applies staging and asks;
+    # rejected, it undoes nothing of production, which the first run applied.
+    down = cli.main(["migrate", "down", "--dsn", targets["staging"], "--applied-by", first])
+    assert down == 0 and outcomes(targets["staging"]) == ["applied", "rolled_back"]
+    run_id, state, states = run(airflow, conf("happy", on_reject="keep_staging"), approve="Reject")
+    assert state == "failed" and states["apply_staging"] == "success"
+    assert states["rollback_staging"] == "skipped"  # keep_staging: the approver's choice
     assert states["rollback_production"] in ("skipped", "upstream_failed")
     left = f"applied by run {first}, left as is"
     summary = (artifacts(airflow, run_id) / "summary.md").read_text()
-    assert f"**staging**: {left}" in summary and f"**production**: {left}" in summary
-    assert "rollback_staging | skipped | staging: 20251113203000 was applied by run" in summary
+    assert f"**production**: {left}" in summary
     assert f"**Approval**: Reject by {APPROVER}" in summary
+    assert outcomes(targets["production"]) == ["applied"]
+    assert outcomes(targets["staging"]) == ["applied", "rolled_back", "applied"]
 
     # Staging down: preflight fails; production, which an earlier run migrated, stays.
     staging_db = conninfo_to_dict(targets["staging"])["dbname"]
@@ -213,8 +220,10 @@ def test_a_live_production_migrated_once_and_never_undone_by_later_runs(
         "not the one the ledger recorded"
         in (artifacts(airflow, run_id) / "failures/preflight.txt").read_text()
     )
+    assert outcomes(targets["production"]) == ["applied"]
+    assert outcomes(targets["staging"]) == ["applied", "rolled_back", "applied"]
     for dsn in targets.values():
-        assert migrated(dsn) and outcomes(dsn) == ["applied"]
+        assert migrated(dsn)
         with db.connect(dsn) as conn:
             assert (
                 conn.execute("SELECT to_regclass('public.edited_down_ran')").fetchone()[0] is None
