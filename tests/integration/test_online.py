@@ -247,22 +247,27 @@ ENGINE = textwrap.dedent(
 )
 
 
+def kill_engine_at(dsn: str, phase: str, *, linger_s: float = 0.0) -> None:
+    """Run the online apply in a child process and kill -9 it once it reports `phase`."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENGINE, dsn, phase], stdout=subprocess.PIPE, text=True,
+        env=os.environ,
+    )  # fmt: skip
+    seen = []
+    for line in child.stdout:
+        seen.append(line.strip())
+        if seen[-1] == phase:
+            break
+    assert seen and seen[-1] == phase, seen
+    time.sleep(linger_s)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+
 @pytest.mark.parametrize("phase", ["backfill-batch", "catch-up-round", "swap-locked"])
 def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seeded, phase):
     with ChurnWriters(seeded) as app, OverlapProber(seeded) as prober:
-        child = subprocess.Popen(
-            [sys.executable, "-c", ENGINE, seeded, phase],
-            stdout=subprocess.PIPE, text=True, env=os.environ,
-        )  # fmt: skip
-        seen = []
-        for line in child.stdout:
-            seen.append(line.strip())
-            if seen[-1] == phase:
-                break
-        assert seen[-1] == phase, seen
-        time.sleep(0.5)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        kill_engine_at(seeded, phase, linger_s=0.5)
         with db.connect(seeded) as conn:  # the killed session ends within its check interval
             assert wait_until_gone(conn, "rollout-online-child")
             assert not migrated(seeded)
@@ -296,14 +301,7 @@ def test_a_kill_in_any_phase_leaves_the_table_serving_and_a_rerun_converges(seed
 def test_a_kill_after_the_swap_committed_is_finished_by_cleanup(seeded):
     """Killed once the swap committed (the migration is applied; the foreign keys are still
     NOT VALID, the old table waits in rollout_retired): cleanup validates and drops them."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", ENGINE, seeded, "validate"], stdout=subprocess.PIPE, text=True
-    )
-    for line in child.stdout:
-        if line.strip() == "validate":
-            break
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_engine_at(seeded, "validate")
     time.sleep(0.5)
     with db.connect(seeded) as conn:
         run_check(conn, BUNDLE, "verify_up")
@@ -440,14 +438,7 @@ def test_two_online_applies_at_once_on_a_fresh_database_one_is_refused(seeded):
 def test_a_rerun_after_a_kill_once_the_swap_committed_says_already_applied(seeded):
     """Issue 23: the re-run finished the cleanup, then advised apply_mode 'locking' for a
     migration already applied, and the killed phase stayed `started` forever."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", ENGINE, seeded, "validate"], stdout=subprocess.PIPE, text=True
-    )
-    for line in child.stdout:
-        if line.strip() == "validate":
-            break
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_engine_at(seeded, "validate")
     with db.connect(seeded) as conn:
         assert wait_until_gone(conn, "rollout-online-child")
         assert ("validate", "started") in [(r["phase"], r["status"]) for r in phases(conn)]
