@@ -29,25 +29,24 @@ test: install lint browser pgbouncer  ## the whole suite, on embedded PostgreSQL
 test-fast: install  ## everything but the tests marked slow
 	@$(UV) run --frozen pytest $(PARALLEL) -m "not slow"
 
-browser:  ## Debian's Chromium for the browser test, where it can be installed (root, apt-get)
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian's package $(1) where it can be installed (root, apt-get); else one line saying what
+# is skipped ($(2)). Nothing is done where the command is there already.
+define apt_install
+	@command -v $(1) >/dev/null 2>&1 || test -x /usr/sbin/$(1) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get install -y -q chromium >/dev/null 2>&1 \
-	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
-	      || echo "browser test: apt-get could not install chromium; the test is skipped, the rest runs"; \
+	    apt-get install -y -q $(1) >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(1) >/dev/null 2>&1; } \
+	      || echo "apt-get could not install $(1): $(2)"; \
 	  else \
-	    echo "browser test: no Chromium, and installing it needs root and apt-get (apt-get install chromium); the test is skipped, the rest runs"; \
+	    echo "no $(1), and installing it needs root and apt-get (apt-get install $(1)): $(2)"; \
 	  fi; }
+endef
+
+browser:  ## Debian's Chromium for the browser test, where it can be installed (root, apt-get)
+	$(call apt_install,chromium,the browser test is skipped; the rest runs)
 
 pgbouncer:  ## Debian's PgBouncer for the pooler tests, where it can be installed (root, apt-get)
-	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get install -y -q pgbouncer >/dev/null 2>&1 \
-	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1; } \
-	      || echo "pooler tests: apt-get could not install pgbouncer; they are skipped (they fail under CI=true)"; \
-	  else \
-	    echo "pooler tests: no PgBouncer, and installing it needs root and apt-get (apt-get install pgbouncer); they are skipped (they fail under CI=true)"; \
-	  fi; }
+	$(call apt_install,pgbouncer,the pooler tests are skipped (they fail under CI=true))
 
 lint: install
 	@$(UV) run --frozen ruff check .
