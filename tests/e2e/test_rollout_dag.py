@@ -463,7 +463,7 @@ def test_rejected_gate_leaves_production_untouched_and_rolls_staging_back(
     assert f"Who may answer: {APPROVER} (not admin, who triggered this run)" in gate["body"]
     # Squawk's findings as the DAG's preflight kept them, each with its rule's link and note.
     assert (
-        "**Lint**: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 5 answered" in gate["body"]
+        "**Lint**: Squawk (2.70.0): 8 finding(s) in up.sql and down.sql: 6 answered" in gate["body"]
     )
     assert (
         "[constraint-missing-not-valid](https://squawkhq.com/docs/constraint-missing-not-valid)"
