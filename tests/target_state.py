@@ -13,6 +13,18 @@ def migrated(dsn: str) -> bool:
         ).fetchone()[0]
 
 
+def bookings_columns(dsn: str, *names: str) -> set[str]:
+    """Which of these columns public.bookings has (a bundle's edit added, or not)."""
+    with db.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = 'bookings'"
+            " AND column_name = ANY(%s)",
+            (list(names),),
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
 def outcomes(dsn: str) -> list[str]:
     """The ledger's outcomes, oldest first (applied, rolled_back, failed, refused)."""
     with db.connect(dsn) as conn:

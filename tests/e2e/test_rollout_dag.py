@@ -28,7 +28,7 @@ from rollout.schema import snapshot_schema
 from rollout.workload import LiveApplication
 from tests.e2e.conftest import LOSSY, NOTES, REFUSED, SLOW, UNKNOWN_EVENT, VERSION
 from tests.factories import freeze_new_restaurants
-from tests.target_state import migrated, outcomes, wait_until_gone
+from tests.target_state import bookings_columns, migrated, outcomes, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -262,14 +262,7 @@ def test_the_next_migration_needs_only_its_bundle_folder(airflow, e2e_targets):
     run_id, state, states = run(airflow, conf("happy", version=NOTES))
     assert state == "success", explain(airflow, run_id, states)
     for dsn in targets.values():
-        with db.connect(dsn) as conn:
-            assert (
-                conn.execute(
-                    "SELECT count(*) FROM information_schema.columns"
-                    " WHERE table_name = 'bookings' AND column_name = 'notes'"
-                ).fetchone()[0]
-                == 1
-            )
+        assert bookings_columns(dsn, "notes") == {"notes"}
     assert "bookings" in (artifacts(airflow, run_id) / "db-diff.txt").read_text()
 
     before = {name: _schema(dsn) for name, dsn in targets.items()}
@@ -733,8 +726,8 @@ def test_an_edit_after_approval_is_refused_in_production_and_shown(
     # edit's; staging has the bytes preflight read, not the edit.
     with db.connect(targets["production"]) as conn:
         assert not [r for r in ledger_history(conn) if r["version"] == "20251001000003"]
-    assert _columns(targets["production"], "notes", "edited_after_approval") == set()
-    assert _columns(targets["staging"], "notes", "edited_after_approval") == {"notes"}
+    assert bookings_columns(targets["production"], "notes", "edited_after_approval") == set()
+    assert bookings_columns(targets["staging"], "notes", "edited_after_approval") == {"notes"}
     with db.connect(targets["staging"]) as conn:
         [row] = [r for r in ledger_history(conn) if r["version"] == "20251001000003"]
     assert row["checksum"] == approved
@@ -748,17 +741,6 @@ def test_an_edit_after_approval_is_refused_in_production_and_shown(
     page = airflow.request("GET", f"/rollout/runs/migration_rollout/{run_id}/").text
     assert 'id="bundle-mismatch"' in page and "The bundle was edited after preflight" in page
     assert edited[:12] in page and approved[:12] in page
-
-
-def _columns(dsn: str, *names: str) -> set[str]:
-    with db.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = 'public' AND table_name = 'bookings'"
-            " AND column_name = ANY(%s)",
-            (list(names),),
-        ).fetchall()
-    return {name for (name,) in rows}
 
 
 def test_a_second_trigger_of_an_applied_version_asks_nobody(airflow, e2e_targets, bundles_dir):

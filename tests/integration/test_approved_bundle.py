@@ -17,7 +17,7 @@ from rollout.fleet_steps import preflight_fleet, roll_out_target, target_run
 from rollout.migrations import MigrationBundle, load_bundle
 from rollout.report import NOTHING_TO_DO, run_outcome
 from rollout.schema import snapshot_schema
-from tests.target_state import ledger_rows, make_run, migrated
+from tests.target_state import bookings_columns, ledger_rows, make_run, migrated
 
 # The statement issue 23 saw appended to up.sql while wait_for_window waited.
 EDIT = "ALTER TABLE public.bookings ADD COLUMN edited_after_approval int;\n"
@@ -38,14 +38,7 @@ def append_statement(bundle: MigrationBundle) -> None:
 
 
 def has_edit_column(dsn: str) -> bool:
-    with db.connect(dsn) as conn:
-        return (
-            conn.execute(
-                "SELECT count(*) FROM information_schema.columns"
-                " WHERE table_name = 'bookings' AND column_name = 'edited_after_approval'"
-            ).fetchone()[0]
-            == 1
-        )
+    return bool(bookings_columns(dsn, "edited_after_approval"))
 
 
 def test_an_edit_after_preflight_refuses_production_and_touches_nothing(targets, tmp_path):
